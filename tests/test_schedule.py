@@ -1,0 +1,98 @@
+"""Schedules, sigma -> t*, and the respaced b-step schedule against the reference's own numbers."""
+
+import numpy as np
+import pytest
+
+from densepure import schedule as S
+from conftest import load_json, load_npz
+
+SCHEDULES = {"imagenet": S.linear_schedule(1000), "cifar10": S.cosine_schedule(4000)}
+FIXTURE_PREFIX = {"imagenet": "imagenet_linear1000", "cifar10": "cifar10_cosine4000"}
+TIMESTEPS = load_json("timesteps.json")
+RESPACING = load_json("respacing.json")
+ARRAY_NAMES = {  # fixture name -> StepCoefficients field
+    "betas": "betas",
+    "alphas_cumprod": "alpha_bar",
+    "alphas_cumprod_prev": "alpha_bar_prev",
+    "posterior_variance": "posterior_variance",
+    "posterior_log_variance_clipped": "posterior_log_variance_clipped",
+    "posterior_mean_coef1": "posterior_mean_coef1",
+    "posterior_mean_coef2": "posterior_mean_coef2",
+    "sqrt_recip_alphas_cumprod": "sqrt_recip_alpha_bar",
+    "sqrt_recipm1_alphas_cumprod": "sqrt_recipm1_alpha_bar",
+    "log_betas": "log_betas",
+}
+CASES = [(d, s) for d in SCHEDULES for s in TIMESTEPS[d]]
+
+
+@pytest.mark.parametrize("dataset", SCHEDULES)
+def test_schedule_arrays_equal_reference(dataset):
+    ref = load_npz("schedules.npz")
+    sched = SCHEDULES[dataset]
+    np.testing.assert_array_equal(sched.alpha_bar, ref[f"{FIXTURE_PREFIX[dataset]}_alphas_cumprod"])
+    np.testing.assert_allclose(sched.betas, ref[f"{FIXTURE_PREFIX[dataset]}_betas"], rtol=0, atol=2e-16)
+
+
+@pytest.mark.parametrize("dataset,sigma_key", CASES)
+def test_t_star_scale_and_alternatives(dataset, sigma_key):
+    case = TIMESTEPS[dataset][sigma_key]
+    sched, sigma = SCHEDULES[dataset], case["sigma"]
+    t_star = S.t_star(sigma, sched, "reference")
+    if dataset == "imagenet":
+        assert isinstance(t_star, int) and t_star == case["densepure_t_star"]
+    else:
+        assert t_star == pytest.approx(case["densepure_t_star"], rel=1e-15)
+    assert round(t_star) == case["densepure_t_round"]
+    assert S.input_scale(sigma) == pytest.approx(case["densepure_scale"], rel=1e-15)
+    assert S.target_alpha_bar(sigma) == pytest.approx(case["target_alpha_bar"], rel=1e-15)
+    assert S.t_star(sigma, sched, "carlini") == case["carlini_t"]
+    assert S.t_star(sigma, sched, "paper") == case["paper_formula_with_2sigma"]["code_index"]
+    assert S.t_paper(sigma, sched.alpha_bar, model_space=False) == case["paper_formula_literal_sigma"]["code_index"]
+
+
+def test_t_star_rejects_nonpositive_sigma():
+    with pytest.raises(ValueError, match="sigma"):
+        S.t_star(0.0, SCHEDULES["imagenet"])
+
+
+def test_tiny_sigma_hits_reference_latent_bug():
+    """SPEC §3.1: no bracket exists for 2 sigma <= r[0]; the reference then returns T - 1."""
+    assert S.t_star(0.001, SCHEDULES["imagenet"]) == 999
+
+
+@pytest.mark.parametrize("dataset,sigma_key", CASES)
+@pytest.mark.parametrize("b", ["2", "5", "10"])
+def test_respaced_plan_equals_reference(dataset, sigma_key, b):
+    ref = RESPACING[dataset][sigma_key][b]
+    sigma = TIMESTEPS[dataset][sigma_key]["sigma"]
+    plan = S.reverse_plan(sigma, int(b), SCHEDULES[dataset])
+    assert plan.visited == ref["indices_t_steps"]
+    assert [0] + plan.visited[::-1] == ref["pair_list_used_for_betas"]
+    assert plan.model_timesteps == [v["model_timestep_value"] for v in ref["visits"]]
+    for fixture_name, field in ARRAY_NAMES.items():
+        np.testing.assert_array_equal(getattr(plan.coef, field), np.array(ref[fixture_name]), err_msg=fixture_name)
+
+
+@pytest.mark.parametrize("dataset,sigma_key", CASES)
+def test_b1_is_not_a_respaced_chain(dataset, sigma_key):
+    """The reference crashes for b = 1 in the fast sampler; we refuse it there and route b = 1 to the one-shot."""
+    ref = RESPACING[dataset][sigma_key]
+    sigma = TIMESTEPS[dataset][sigma_key]["sigma"]
+    assert ref["1"]["ok"] is False
+    with pytest.raises(ValueError, match="b >= 2"):
+        S.reverse_plan(sigma, 1, SCHEDULES[dataset])
+    plan = S.make_plan(sigma, 1, SCHEDULES[dataset])
+    assert plan.one_shot and plan.visited == [ref["one_step"]["t"]]
+    assert plan.model_timesteps == [ref["one_step"]["model_timestep_value"]]
+    for fixture_name, field in ARRAY_NAMES.items():
+        np.testing.assert_array_equal(getattr(plan.coef, field), np.array([ref["one_step"][fixture_name]]))
+
+
+@pytest.mark.parametrize("dataset,sigma_key", CASES)
+def test_carlini_plan(dataset, sigma_key):
+    case = TIMESTEPS[dataset][sigma_key]
+    plan = S.carlini_plan(case["sigma"], SCHEDULES[dataset])
+    assert plan.visited == [case["carlini_t"]]
+    assert plan.model_timesteps == [case["carlini_model_timestep_value"]]
+    assert plan.scale == pytest.approx(case["carlini_sqrt_alphas_cumprod_at_t"], rel=1e-15)
+    assert plan.noise_sigma == pytest.approx(case["carlini_effective_pixel_sigma"], rel=1e-14)
