@@ -1,0 +1,124 @@
+"""Command line: ``densepure certify | aggregate | demo``. Run ``densepure COMMAND --help`` for the options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG_CERTIFY = """\
+examples:
+  # CIFAR-10, DensePure main setting (sigma 0.25, b 10, 40 votes), images 0, 20, ..., 9980
+  densepure certify --dataset cifar10 --data-root data/cifar10 --ids 0:10000:20 \\
+      --diffusion improved-cifar10 --diffusion-ckpt ckpt/cifar10_uncond_50M_500K.pt \\
+      --classifier vit-b16-cifar10 --classifier-ckpt ckpt/vit-cifar10/ \\
+      --sigma 0.25 --b 10 --K 40 --N0 100 --N 100000 --votes-dir votes/c10 --out c10.tsv
+  # Carlini et al.'s one-shot baseline as the DensePure code runs it
+  densepure certify ... --method onestep
+
+Kill it at any time: rerunning the same command resumes after the last finished image.
+"""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def add_setting_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to certify")
+    g.add_argument("--dataset", required=True, help="cifar10, imagenet or digits (embedded)")
+    g.add_argument("--data-root", help="dataset folder (CIFAR-10: contains cifar-10-batches-py/; ImageNet: val/ "
+                   "in class folders); not needed for digits")
+    g.add_argument("--ids", required=True, help="test-set image ids: start:stop:step, 0,20,40 or @file")
+    g = p.add_argument_group("models")
+    g.add_argument("--diffusion", required=True,
+                   help="guided-imagenet256 (OpenAI 256x256 uncond), improved-cifar10 (50M, L_hybrid) or bundle "
+                        "(a densepure .pt file that carries its own UNet config and schedule)")
+    g.add_argument("--diffusion-ckpt", required=True, type=Path, help="diffusion checkpoint file")
+    g.add_argument("--classifier", required=True,
+                   help="registered classifier name (see `densepure classifiers`) or timm:<model name>")
+    g.add_argument("--classifier-ckpt", type=Path, help="classifier weights file (never downloaded at run time)")
+    g.add_argument("--preprocessing", choices=["reference", "correct"], default="reference",
+                   help="classifier input preprocessing: the reference's (default; some models get un-normalised "
+                        "inputs) or the model's correct normalisation")
+    g = p.add_argument_group("smoothing and purification")
+    g.add_argument("--sigma", type=_positive_float, required=True, help="smoothing noise std in pixel space [0,1]")
+    g.add_argument("--b", type=_positive_int, default=10, help="reverse steps (1 = one-shot denoiser) [10]")
+    g.add_argument("--K", type=_positive_int, default=40, help="votes (reverse runs) per noisy draw [40]")
+    g.add_argument("--N0", type=_positive_int, default=100, help="draws for class selection [100]")
+    g.add_argument("--N", type=_positive_int, default=100_000, help="draws for estimation [100000]")
+    g.add_argument("--alpha", type=_alpha, default=0.001, help="failure probability [0.001]")
+    g.add_argument("--seed", type=int, default=0, help="run seed addressing all noise [0]")
+    g.add_argument("--method", choices=["densepure", "onestep", "carlini"], default="densepure",
+                   help="densepure: b-step reverse (b=1 runs the one-shot); onestep: DensePure code's one-shot "
+                        "(the paper's 'Carlini22' rows); carlini: Carlini et al.'s own code path")
+    g.add_argument("--timestep-rule", choices=["reference", "paper"], default="reference",
+                   help="sigma -> t*: as the reference code computes it (default) or the paper's Alg. 2")
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto [auto]")
+    g.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="UNet torso precision (the reference ran ImageNet in fp16) [fp32]")
+    g.add_argument("--attention", choices=["sdpa", "einsum"], default="sdpa",
+                   help="attention kernel: PyTorch SDPA or the reference's einsum order [sdpa]")
+    g.add_argument("--batch", type=_positive_int, default=100, help="network rows per batch (draws x votes) [100]")
+    g.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="densepure", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("certify", help="compute votes and certified radii for one setting",
+                       description="Certify images with DensePure (or the one-shot baseline): N0 + N noisy draws "
+                                   "per image, K purified votes per draw, Cohen et al.'s certification.",
+                       epilog=EPILOG_CERTIFY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setting_arguments(p)
+    g = p.add_argument_group("outputs")
+    g.add_argument("--votes-dir", required=True, type=Path, help="votes store (one file per image)")
+    g.add_argument("--out", required=True, type=Path, help="per-image TSV (idx label predict radius correct time ...)")
+
+    p = sub.add_parser("aggregate", help="certify stored votes for every K' <= K",
+                       description="Majority vote over the first K' votes of each draw and certify; one TSV per K'.")
+    p.add_argument("--votes-dir", required=True, type=Path, help="votes store written by `densepure certify`")
+    p.add_argument("--K", type=_positive_int, nargs="+", required=True, help="vote counts K' to certify with")
+    p.add_argument("--alpha", type=_alpha, default=0.001, help="failure probability [0.001]")
+    p.add_argument("--ids", help="restrict to these ids (default: all stored)")
+    p.add_argument("--out", required=True, help="output TSV path pattern containing {K}, e.g. out/K{K}.tsv")
+
+    sub.add_parser("classifiers", help="list the registered classifier names")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands
+
+    try:
+        return commands.run(args)
+    except ValueError as err:  # every user mistake is a ValueError subclass with a one-line message
+        print(f"densepure: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ndensepure: interrupted; finished images are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""What each CLI command does, given parsed arguments. User mistakes raise ValueError subclasses."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .certify import Setting, VoteCounter, result_row, run_certification, write_tsv
+from .data import NUM_CLASSES, DataError, load_dataset, parse_ids
+from .schedule import make_plan
+from .votes import VotesError, VotesStore
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def setting_from_args(args: argparse.Namespace) -> Setting:
+    """The votes-defining setting of a ``certify`` command line."""
+    setting = Setting(
+        dataset=args.dataset, diffusion=args.diffusion, classifier=args.classifier, sigma=args.sigma, b=args.b,
+        K=args.K, N0=args.N0, N=args.N, seed=args.seed, method=args.method, timestep_rule=args.timestep_rule,
+        preprocessing=args.preprocessing, precision=args.precision, attention=args.attention,
+    )
+    setting.validate()
+    return setting
+
+
+def check_ids(ids: list[int], length: int, dataset: str) -> None:
+    bad = [i for i in ids if not 0 <= i < length]
+    if bad:
+        raise DataError(f"image id {bad[0]} is out of range for {dataset} (0..{length - 1})")
+    if not ids:
+        raise DataError("no image ids to certify")
+
+
+def certify(args: argparse.Namespace) -> int:
+    from .classifiers import build_classifier
+    from .diffusion import load_diffusion
+
+    setting = setting_from_args(args)
+    dataset = load_dataset(args.dataset, args.data_root)
+    ids = parse_ids(args.ids)
+    check_ids(ids, len(dataset), args.dataset)
+    device = resolve_device(args.device)
+    net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=args.precision,
+                                   attention=args.attention)
+    classifier = build_classifier(args.classifier, checkpoint=args.classifier_ckpt, preprocessing=args.preprocessing,
+                                  device=device)
+    plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
+    store = VotesStore(args.votes_dir, setting.as_dict(), num_classes=dataset.num_classes,
+                       shape=(args.N0 + args.N, args.K))
+    counter = VoteCounter(net, classifier, plan, setting, batch=args.batch, device=device)
+    run_certification(counter, dataset, ids, store, args.out, args.alpha, progress=not args.quiet)
+    return 0
+
+
+def aggregate(args: argparse.Namespace) -> int:
+    store = VotesStore.open(args.votes_dir)
+    setting = Setting(**store.setting)
+    too_many = [k for k in args.K if k > setting.K]
+    if too_many:
+        raise VotesError(f"K'={too_many[0]} exceeds the K={setting.K} votes stored in {args.votes_dir}")
+    if "{K}" not in args.out:
+        raise ValueError(f"--out must contain {{K}}, got {args.out!r}")
+    ids = parse_ids(args.ids) if args.ids else store.completed_ids()
+    missing = [i for i in ids if not store.has(i)]
+    if missing:
+        raise VotesError(f"image {missing[0]} has no complete votes file in {args.votes_dir}")
+    rows: dict[int, list] = {K: [] for K in args.K}
+    for i in ids:
+        record = store.read(i)
+        for K in args.K:
+            rows[K].append(result_row(i, record, setting, K, args.alpha, NUM_CLASSES[setting.dataset]))
+    for K in args.K:
+        write_tsv(Path(args.out.format(K=K)), rows[K])
+    return 0
+
+
+def classifiers(args: argparse.Namespace) -> int:
+    from .classifiers import REGISTRY
+
+    for name in sorted(REGISTRY):
+        print(name)
+    return 0
+
+
+COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers}
+
+
+def run(args: argparse.Namespace) -> int:
+    return COMMANDS[args.command](args)
