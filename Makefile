@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+CORES ?= 2
+
 default: $(STAMP)
-	$(BIN)/densepure demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores $(CORES) all
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

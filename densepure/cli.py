@@ -1,8 +1,13 @@
-"""Command line: ``densepure certify | aggregate | demo``. Run ``densepure COMMAND --help`` for the options."""
+"""Command line of densepure. Run ``densepure COMMAND --help`` for the options of each command.
+
+Errors a user can cause (bad values, missing files, mismatched checkpoints or votes) print one line and exit
+with status 2; set DENSEPURE_DEBUG=1 to get the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -78,12 +83,20 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attention", choices=["sdpa", "einsum"], default="sdpa",
                    help="attention kernel: PyTorch SDPA or the reference's einsum order [sdpa]")
     g.add_argument("--batch", type=_positive_int, default=100, help="network rows per batch (draws x votes) [100]")
+    g.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch [PyTorch's default]")
     g.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``densepure certify: error: ... (see --help)``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="densepure", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="densepure", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("certify", help="compute votes and certified radii for one setting",
                        description="Certify images with DensePure (or the one-shot baseline): N0 + N noisy draws "
@@ -95,14 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, type=Path, help="per-image TSV (idx label predict radius correct time ...)")
 
     p = sub.add_parser("aggregate", help="certify stored votes for every K' <= K",
-                       description="Majority vote over the first K' votes of each draw and certify; one TSV per K'.")
-    p.add_argument("--votes-dir", required=True, type=Path, help="votes store written by `densepure certify`")
+                       description="Majority vote over the first K' votes of each draw and certify; one TSV per K'. "
+                                   "Several stores of the same setting with different K may be combined (votes are "
+                                   "nested in K).")
+    p.add_argument("--votes-dir", required=True, type=Path, nargs="+",
+                   help="votes stores written by `densepure certify` (same setting but K)")
     p.add_argument("--K", type=_positive_int, nargs="+", required=True, help="vote counts K' to certify with")
     p.add_argument("--alpha", type=_alpha, default=0.001, help="failure probability [0.001]")
     p.add_argument("--ids", help="restrict to these ids (default: all stored)")
     p.add_argument("--out", required=True, help="output TSV path pattern containing {K}, e.g. out/K{K}.tsv")
 
     sub.add_parser("classifiers", help="list the registered classifier names")
+
+    p = sub.add_parser("download", help="download a file with retries and verify its sha256 against a lock file",
+                       description="Download URL to OUT atomically. The sha256 is checked against the lock file: "
+                                   "recorded on first download, enforced afterwards; a mismatch keeps nothing.")
+    p.add_argument("--url", required=True, help="public URL (http, https or file)")
+    p.add_argument("--out", required=True, type=Path, help="destination file")
+    p.add_argument("--lock", required=True, type=Path, help="lock file of '<sha256>  <name>' lines")
+    p.add_argument("--name", help="the file's key in the lock file [its file name]")
+    p.add_argument("--retries", type=_positive_int, default=3, help="attempts before giving up [3]")
+    p.add_argument("--extract-to", type=Path, help="also extract the (tar) archive into this folder")
+
+    from .report import add_report_commands
+
+    add_report_commands(sub)
     return parser
 
 
@@ -113,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands.run(args)
     except ValueError as err:  # every user mistake is a ValueError subclass with a one-line message
+        if os.environ.get("DENSEPURE_DEBUG"):
+            raise
         print(f"densepure: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

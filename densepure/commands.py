@@ -46,6 +46,8 @@ def certify(args: argparse.Namespace) -> int:
     from .diffusion import load_diffusion
 
     setting = setting_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dataset = load_dataset(args.dataset, args.data_root)
     ids = parse_ids(args.ids)
     check_ids(ids, len(dataset), args.dataset)
@@ -62,21 +64,33 @@ def certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_stores(directories: list[Path]) -> tuple[Setting, dict[int, VotesStore]]:
+    """Open votes stores of one setting (K may differ); return the setting with the smallest K and the store of
+    every stored image id."""
+    stores = [VotesStore.open(d) for d in directories]
+    settings = [Setting(**store.setting) for store in stores]
+    base = min(settings, key=lambda s: s.K)
+    for directory, setting in zip(directories, settings):
+        if {**setting.as_dict(), "K": base.K} != base.as_dict():
+            raise VotesError(f"{directory} holds votes of another setting than {directories[0]}")
+    by_id = {i: store for store in stores for i in store.stored_ids()}  # read() explains a bad file
+    return base, by_id
+
+
 def aggregate(args: argparse.Namespace) -> int:
-    store = VotesStore.open(args.votes_dir)
-    setting = Setting(**store.setting)
+    setting, by_id = open_stores(args.votes_dir)
     too_many = [k for k in args.K if k > setting.K]
     if too_many:
-        raise VotesError(f"K'={too_many[0]} exceeds the K={setting.K} votes stored in {args.votes_dir}")
+        raise VotesError(f"K'={too_many[0]} exceeds the K={setting.K} votes stored in {args.votes_dir[0]}")
     if "{K}" not in args.out:
         raise ValueError(f"--out must contain {{K}}, got {args.out!r}")
-    ids = parse_ids(args.ids) if args.ids else store.completed_ids()
-    missing = [i for i in ids if not store.has(i)]
+    ids = parse_ids(args.ids) if args.ids else sorted(by_id)
+    missing = [i for i in ids if i not in by_id]
     if missing:
-        raise VotesError(f"image {missing[0]} has no complete votes file in {args.votes_dir}")
+        raise VotesError(f"image {missing[0]} has no complete votes file in {', '.join(map(str, args.votes_dir))}")
     rows: dict[int, list] = {K: [] for K in args.K}
     for i in ids:
-        record = store.read(i)
+        record = by_id[i].read(i)
         for K in args.K:
             rows[K].append(result_row(i, record, setting, K, args.alpha, NUM_CLASSES[setting.dataset]))
     for K in args.K:
@@ -85,14 +99,31 @@ def aggregate(args: argparse.Namespace) -> int:
 
 
 def classifiers(args: argparse.Namespace) -> int:
-    from .classifiers import REGISTRY
+    from .classifiers import get_classifier_spec, list_classifiers
 
-    for name in sorted(REGISTRY):
-        print(name)
+    for name in list_classifiers():
+        spec = get_classifier_spec(name)
+        print(f"{name:18s} {spec.dataset:9s} {spec.description}")
     return 0
 
 
-COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers}
+def download(args: argparse.Namespace) -> int:
+    from .download import download as fetch, extract_tar
+
+    fetch(args.url, args.out, args.lock, name=args.name, retries=args.retries)
+    if args.extract_to:
+        extract_tar(args.out, args.extract_to)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(args)
+
+
+COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers,
+            "download": download, "table": report, "figure": report, "compare": report}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 import sys
 import textwrap
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,6 @@ from densepure.classifiers import (
     ClassifierInput,
     ClassifierSpec,
     Normalization,
-    Preprocessing,
     RandomWeightsWarning,
     WideResNet,
     build_classifier,
@@ -174,13 +174,18 @@ def test_builtin_builds_small_variant(name):
     spec = get_classifier_spec(name)
     size = DATA_SIZE[spec.dataset]
     torch.manual_seed(0)
-    for mode in ("reference", "correct"):
-        with pytest.warns(RandomWeightsWarning):
-            clf = build_classifier(name, preprocessing=mode, **SMALL_KWARGS[name])
-        assert not clf.training and clf.preprocessing == spec.preprocessing(mode)
-        with torch.no_grad():
-            logits = clf(rand_images((2, 3, size, size)))
-        assert logits.shape == (2, spec.num_classes) and torch.isfinite(logits).all()
+    with pytest.warns(RandomWeightsWarning):
+        clf = build_classifier(name, **SMALL_KWARGS[name])
+    assert not clf.training and clf.preprocessing == spec.preprocessing("reference")
+    with torch.no_grad():
+        logits = clf(rand_images((2, 3, size, size)))
+    assert logits.shape == (2, spec.num_classes) and torch.isfinite(logits).all()
+
+
+def test_build_wires_correct_preprocessing():
+    clf = build_classifier("wrn-28-10", preprocessing="correct", depth=10, widen_factor=1)
+    assert clf.mode == "correct" and clf.preprocessing == get_classifier_spec("wrn-28-10").preprocessing("correct")
+    assert clf.preprocessing.normalization.std == (0.2023, 0.1994, 0.2010)
 
 
 def test_full_size_architectures_on_meta_device():
@@ -192,7 +197,7 @@ def test_full_size_architectures_on_meta_device():
     with torch.device("meta"):
         wrn = WideResNet()
     n_params = sum(p.numel() for p in wrn.parameters())
-    assert n_params == 36_479_194
+    assert n_params == 36_479_194 + 10_096  # the usual WRN-28-10 count plus meliketoy's conv biases
     keys = set(wrn.state_dict())
     for key in ["conv1.weight", "conv1.bias", "layer1.0.bn1.running_mean", "layer1.0.conv1.bias",
                 "layer1.0.shortcut.0.weight", "layer1.0.shortcut.0.bias", "layer2.0.shortcut.0.weight",
@@ -279,7 +284,8 @@ def test_vit_float_bilinear_differs_from_pillow_by_one_level():
 def test_vit_correct_preprocessing():
     x = rand_images((2, 3, 32, 32))
     seen = fed("vit-b16-cifar10", "correct", x)
-    expected = ((F.interpolate(x, (224, 224), mode="bilinear", antialias=True, align_corners=False) + 1) / 2 - 0.5) / 0.5
+    resized = F.interpolate(x, (224, 224), mode="bilinear", antialias=True, align_corners=False)
+    expected = ((resized + 1) / 2 - 0.5) / 0.5
     torch.testing.assert_close(seen, expected, rtol=0, atol=1e-6)
 
 
@@ -346,15 +352,17 @@ def test_nested_and_prefixed_state_dicts(tmp_path):
     src = build_classifier("timm:test_resnet")
     sd = src.model.state_dict()
     x = rand_images((2, 3, 32, 32))
-    for i, wrapped in enumerate([{"state_dict": sd}, {"model": sd, "epoch": 3},
-                                 {"net": {f"module.{k}": v for k, v in sd.items()}}]):
-        torch.save(wrapped, tmp_path / f"w{i}.pth")
-        clf = build_classifier("timm:test_resnet", checkpoint=tmp_path / f"w{i}.pth")
-        torch.testing.assert_close(clf(x), src(x), rtol=0, atol=0)
+    torch.save({"model": sd, "epoch": 3}, tmp_path / "nested.pth")
+    clf = build_classifier("timm:test_resnet", checkpoint=tmp_path / "nested.pth")
+    torch.testing.assert_close(clf(x), src(x), rtol=0, atol=0)
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "w.safetensors")
-    torch.testing.assert_close(build_classifier("timm:test_resnet", checkpoint=tmp_path / "w.safetensors")(x), src(x))
+    for i, wrapped in enumerate([{"state_dict": sd}, {"net": {f"module.{k}": v for k, v in sd.items()}}]):
+        torch.save(wrapped, tmp_path / f"w{i}.pth")
+    for path in [tmp_path / "w0.pth", tmp_path / "w1.pth", tmp_path / "w.safetensors"]:
+        loaded = load_checkpoint_file(path)
+        assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
 
 
 def test_beit_original_checkpoint_format(tmp_path):
@@ -533,7 +541,8 @@ def meliketoy_checkpoints(tmp_path):
         paths = {"zip": tmp_path / "wide-resnet-10x1.t7", "legacy": tmp_path / "wide-resnet-10x1-legacy.t7"}
         state = {"net": net, "acc": 95.5, "epoch": 200}
         torch.save(state, paths["zip"])
-        with pytest.warns(UserWarning):  # torch cannot find the exec'd source; fine
+        with warnings.catch_warnings():  # torch may warn that it cannot find the exec'd source; fine
+            warnings.simplefilter("ignore")
             torch.save(state, paths["legacy"], _use_new_zipfile_serialization=False)
     finally:
         del sys.modules["networks"], sys.modules["networks.wide_resnet"]
@@ -550,3 +559,19 @@ def test_wrn_pickled_whole_model_without_source(meliketoy_checkpoints, fmt):
     with torch.no_grad():
         torch.testing.assert_close(clf(x), expected, rtol=0, atol=1e-6)
     assert "networks.wide_resnet" not in sys.modules  # nothing of the foreign module was imported or created
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # would create a file if unpickled with the plain pickle module
+
+
+def test_standin_unpickler_runs_no_foreign_code(tmp_path):
+    marker = tmp_path / "pwned"
+    sd = WideResNet(10, 1, 0.3, 10).state_dict()
+    torch.save({"state_dict": sd, "evil": _Evil(str(marker))}, tmp_path / "evil.pth")
+    loaded = load_checkpoint_file(tmp_path / "evil.pth")
+    assert loaded.keys() == sd.keys() and not marker.exists()

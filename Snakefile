@@ -1,0 +1,28 @@
+# densepure: the DensePure paper (ICLR 2023) as one Snakemake workflow.
+#   snakemake --cores 2 all                                              # embedded default (digits, CPU)
+#   snakemake --profile slurm --configfile config/paper.yaml all         # the paper, on a Slurm GPU cluster
+#   snakemake --configfile config/paper.yaml table_B                     # one table (or fig_3, fig_4_left, ...)
+# The logic lives in the densepure package (densepure.grid builds the job list); rules only call its CLI.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The embedded default, unless --configfile names another config (which then replaces it instead of merging).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/certify.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        [out for artifact in grid.selected_artifacts(config) for out in artifact_outputs(artifact)],
+    default_target: True

@@ -1,0 +1,274 @@
+"""The experiment grid: from a workflow config to certification jobs, aggregations and artifacts.
+
+An *artifact* (a table or figure) has panels; a panel names a dataset, classifiers, sigmas, bs, Ks, methods and
+an image set. A *setting* is what one votes store holds: (dataset, classifier, method, sigma, b) with
+``K = max`` of the Ks any panel asks of it, over the union of the image ids those panels certify. Every K' <= K
+is an aggregation of that store, never a GPU job; one-shot methods (``onestep``, ``carlini``, or b = 1) are
+deterministic given the draw, so they store K = 1.
+
+The Snakefile calls only this module for the grid, so the tests reach every rule's wildcards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .data import parse_ids
+
+ONE_SHOT = ("onestep", "carlini")
+
+
+@dataclass(frozen=True, order=True)
+class SettingKey:
+    """One votes store: everything that determines the votes but K and the image ids."""
+
+    dataset: str
+    classifier: str
+    method: str
+    sigma: float
+    b: int
+
+    @property
+    def one_shot(self) -> bool:
+        return self.method in ONE_SHOT or self.b == 1
+
+    @property
+    def name(self) -> str:
+        """Path fragment ``dataset/classifier/method-sigma0.25-b10`` (also the Snakemake wildcard ``setting``)."""
+        return f"{self.dataset}/{self.classifier}/{self.method}-sigma{self.sigma:g}-b{self.b}"
+
+    @classmethod
+    def parse(cls, name: str) -> SettingKey:
+        dataset, classifier, rest = name.split("/")
+        method, sigma, b = rest.split("-sigma")[0], rest.split("-sigma")[1].split("-b")[0], rest.split("-b")[-1]
+        return cls(dataset, classifier, method, float(sigma), int(b))
+
+
+@dataclass
+class Setting:
+    """One votes store: a setting key, its number of votes K and the ids it certifies."""
+
+    key: SettingKey
+    K: int
+    ids: list[int]
+
+    @property
+    def name(self) -> str:
+        """``<key name>-K<K>``: the Snakemake wildcard ``store``."""
+        return f"{self.key.name}-K{self.K}"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Certified results of one setting at K votes on one image set: one TSV."""
+
+    key: SettingKey
+    K: int
+    images: str
+
+
+def panel_settings(panel: dict) -> Iterable[tuple[SettingKey, int]]:
+    """(setting, K) pairs a panel needs. The one-shot baseline is b = 1, K = 1 whatever the panel's bs and Ks."""
+    Ks = sorted(set(panel["Ks"]) | set(panel.get("extra_Ks", [])))
+    for classifier in panel["classifiers"]:
+        for sigma in panel["sigmas"]:
+            for method in panel["methods"]:
+                if method in ONE_SHOT:
+                    yield SettingKey(panel["dataset"], classifier, method, float(sigma), 1), 1
+                    continue
+                for b in panel["bs"]:
+                    for K in Ks:
+                        yield SettingKey(panel["dataset"], classifier, method, float(sigma), int(b)), (
+                            1 if b == 1 else int(K))
+
+
+def image_ids(config: dict, dataset: str, images: str) -> list[int]:
+    """The ids of image set ``images`` of ``dataset`` in the config."""
+    sets = config["datasets"][dataset]["image_sets"]
+    if images not in sets:
+        raise ValueError(f"image set {images!r} is not defined for dataset {dataset!r} (known: {', '.join(sets)})")
+    return parse_ids(str(sets[images]))
+
+
+def selected_artifacts(config: dict) -> dict[str, dict]:
+    return {name: spec for name, spec in config["artifacts"].items() if spec.get("enabled", True)}
+
+
+def aggregates(config: dict, artifact: str | None = None) -> list[Aggregate]:
+    """Every (setting, K, image set) TSV the artifacts need (one artifact, or all)."""
+    specs = selected_artifacts(config)
+    names = [artifact] if artifact else list(specs)
+    out = set()
+    for name in names:
+        for panel in specs[name]["panels"]:
+            for key, K in panel_settings(panel):
+                out.add(Aggregate(key, K, panel["images"]))
+    return sorted(out, key=lambda a: (a.key, a.K, a.images))
+
+
+def settings(config: dict) -> list[Setting]:
+    """Votes stores to compute. Each image of a setting key gets the largest K any artifact asks of it, and the
+    images are grouped by that K: so an ablation asking K = 50 of 100 images does not cost K = 50 on the 500 of
+    the main table. Votes are nested in K (vote k of a draw is addressed by k alone), so a K = 50 store also
+    serves K' <= 50."""
+    need: dict[SettingKey, dict[int, int]] = {}
+    for agg in aggregates(config):
+        per_id = need.setdefault(agg.key, {})
+        for i in image_ids(config, agg.key.dataset, agg.images):
+            per_id[i] = max(per_id.get(i, 0), agg.K)
+    out = []
+    for key, per_id in sorted(need.items()):
+        for K in sorted(set(per_id.values())):
+            out.append(Setting(key, K, sorted(i for i, k in per_id.items() if k == K)))
+    return out
+
+
+def stores_for(config: dict, agg: Aggregate) -> list[Setting]:
+    """The votes stores an aggregation reads: those of its setting key holding any of its image ids."""
+    wanted = set(image_ids(config, agg.key.dataset, agg.images))
+    return [s for s in settings(config) if s.key == agg.key and wanted & set(s.ids)]
+
+
+def shards(setting: Setting, shard_size: int) -> list[list[int]]:
+    """Image ids of each certification job of a setting, ``shard_size`` images per job."""
+    return [setting.ids[i:i + shard_size] for i in range(0, len(setting.ids), shard_size)]
+
+
+def setting_by_name(config: dict, name: str) -> Setting:
+    """The votes store called ``name`` (``Setting.name``)."""
+    for setting in settings(config):
+        if setting.name == name:
+            return setting
+    raise ValueError(f"votes store {name!r} is not part of the configured grid")
+
+
+def certification_jobs(config: dict) -> list[tuple[Setting, int, list[int]]]:
+    """(setting, shard index, ids) of every GPU job."""
+    return [(s, i, ids) for s in settings(config) for i, ids in enumerate(shards(s, config["shard_size"]))]
+
+
+def describe(config: dict) -> dict[str, Any]:
+    """Counts for a human: jobs, settings, images x draws x votes x steps per artifact."""
+    return {
+        "settings": len(settings(config)),
+        "jobs": len(certification_jobs(config)),
+        "aggregates": len(aggregates(config)),
+    }
+
+
+# --- what the workflow needs besides the grid -----------------------------------------------------------------
+
+PAPER_NUMBERS = {"table1", "table2", "tableA", "tableB"}
+
+
+def is_table(artifact: str) -> bool:
+    """Artifacts named ``table*`` are tables; the others are figures."""
+    return artifact.startswith("table")
+
+
+def has_paper_numbers(artifact: str) -> bool:
+    return artifact in PAPER_NUMBERS
+
+
+def target_name(artifact: str) -> str:
+    """Snakemake target of an artifact: ``tableB`` -> ``table_B``, ``fig4_left`` -> ``fig_4_left``."""
+    for prefix in ("table", "fig"):
+        if artifact.startswith(prefix) and not artifact.startswith(prefix + "_"):
+            return f"{prefix}_{artifact[len(prefix):]}"
+    return artifact
+
+
+def model_path(config: dict, section: str, name: str) -> str:
+    """Where model ``name`` of ``diffusion_models`` / ``classifiers`` lives: trained ones under the run's work
+    folder, downloaded ones under ``checkpoints_dir``."""
+    entry = config[section][name]
+    if "train" in entry:
+        return f"{config['work_dir']}/{config['run']}/models/{name}.pt"
+    return f"{config['checkpoints_dir']}/{entry['file']}"
+
+
+def check_config(config: dict) -> None:
+    """Cross-references the JSON schema cannot express; ValueError naming the first bad key."""
+    for name, spec in config["datasets"].items():
+        if spec["diffusion"] not in config["diffusion_models"]:
+            raise ValueError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r}")
+    for section in ("diffusion_models", "classifiers"):
+        for name, entry in config[section].items():
+            if "train" not in entry and "file" not in entry:
+                raise ValueError(f"{section}.{name}: needs `file` (downloaded or placed by hand) or `train`")
+    for artifact, spec in config["artifacts"].items():
+        for i, panel in enumerate(spec["panels"]):
+            where = f"artifacts.{artifact}.panels[{i}]"
+            if panel["dataset"] not in config["datasets"]:
+                raise ValueError(f"{where}.dataset: unknown dataset {panel['dataset']!r}")
+            for classifier in panel["classifiers"]:
+                if classifier not in config["classifiers"]:
+                    raise ValueError(f"{where}.classifiers: {classifier!r} is not in `classifiers`")
+            if panel["images"] not in config["datasets"][panel["dataset"]]["image_sets"]:
+                raise ValueError(f"{where}.images: {panel['images']!r} is not an image set of {panel['dataset']}")
+
+
+def write_effective_config(config: dict, path: str) -> str:
+    """Write the validated config (defaults filled in) where report rules read artifact specs; only rewritten when
+    it changed, so Snakemake's timestamps stay quiet."""
+    import yaml
+    from pathlib import Path
+
+    text = yaml.safe_dump(config, sort_keys=False)
+    target = Path(path)
+    if not target.exists() or target.read_text() != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return path
+
+
+def download_files(config: dict, section: str) -> list[str]:
+    """File names of the models of ``section`` that the workflow downloads (they have a url)."""
+    return [entry["file"] for entry in config[section].values() if entry.get("url") and "train" not in entry]
+
+
+def download_url(config: dict, section: str, file: str) -> str:
+    for name, entry in config[section].items():
+        if entry.get("file") == file:
+            if not entry.get("url"):
+                raise ValueError(f"{section}.{name}: no url; place {file} in {config['checkpoints_dir']} by hand")
+            return entry["url"]
+    raise ValueError(f"no {section} entry has file {file!r}")
+
+
+def trained(config: dict, section: str) -> list[str]:
+    """Names of the models of ``section`` that the workflow trains."""
+    return [name for name, entry in config[section].items() if "train" in entry]
+
+
+def train_options(config: dict, section: str, name: str) -> str:
+    """``--key value`` options for ``python -m densepure.train`` from the model's ``train`` mapping."""
+    options = config[section][name]["train"] or {}
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in options.items())
+
+
+def certify_arguments(config: dict, store: str, shard: int) -> str:
+    """The ``densepure certify`` options of one job (all but the checkpoint and output paths)."""
+    setting = setting_by_name(config, store)
+    key, data = setting.key, config["datasets"][setting.key.dataset]
+    ids = shards(setting, config["shard_size"])[shard]
+    diffusion = config["diffusion_models"][data["diffusion"]]
+    options = {
+        "--dataset": key.dataset, "--ids": ",".join(map(str, ids)), "--diffusion": diffusion["arch"],
+        "--classifier": key.classifier, "--preprocessing": config["classifiers"][key.classifier].get(
+            "preprocessing", "reference"),
+        "--sigma": key.sigma, "--b": key.b, "--K": setting.K, "--N0": data.get("N0", 100), "--N": data["N"],
+        "--alpha": config["alpha"], "--seed": config["seed"], "--method": "densepure" if key.method == "densepure"
+        else key.method, "--device": config["device"], "--precision": data.get("precision", "fp32"),
+        "--batch": data.get("batch", 100),
+    }
+    if data.get("root"):
+        options["--data-root"] = data["root"]
+    return " ".join(f"{flag} {value}" for flag, value in options.items()) + " --quiet"
+
+
+def by_hand_files(config: dict) -> list[str]:
+    """Checkpoint files with neither a url nor a train section: the user places them."""
+    return [entry["file"] for section in ("diffusion_models", "classifiers") for entry in config[section].values()
+            if not entry.get("url") and "train" not in entry and "file" in entry]

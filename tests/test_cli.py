@@ -1,0 +1,147 @@
+"""End to end through the command line: certify, aggregate, resume after SIGKILL, and one-line user errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import beta, norm
+
+from densepure.cli import main
+from densepure.diffusion import save_bundle
+from densepure.schedule import cosine_schedule
+from densepure.small_models import DigitsCNN, digits_unet_config
+from densepure.unet import UNetModel
+from densepure.votes import VotesStore
+
+SIGMA, N0, N, K, B, ALPHA = 0.5, 5, 40, 3, 2, 0.01
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A random-weight digits UNet bundle and digits CNN: the pipeline's mechanics need no trained weights."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_bundle(root / "unet.pt", UNetModel(digits_unet_config()), cosine_schedule(1000))
+    torch.save(DigitsCNN().state_dict(), root / "cnn.pt")
+    return {"unet": root / "unet.pt", "cnn": root / "cnn.pt"}
+
+
+def certify_args(models, out: Path, ids="0,1,2", **overrides) -> list[str]:
+    options = {"--dataset": "digits", "--ids": ids, "--diffusion": "bundle", "--diffusion-ckpt": models["unet"],
+               "--classifier": "digits-cnn", "--classifier-ckpt": models["cnn"], "--sigma": SIGMA, "--b": B,
+               "--K": K, "--N0": N0, "--N": N, "--alpha": ALPHA, "--batch": 120, "--device": "cpu",
+               "--votes-dir": out / "votes", "--out": out / "result.tsv"}
+    options.update(overrides)
+    return ["certify", "--quiet"] + [str(v) for kv in options.items() for v in kv]
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    header, *lines = path.read_text().splitlines()
+    return [dict(zip(header.split("\t"), line.split("\t"))) for line in lines]
+
+
+def independent_certificate(votes: np.ndarray, k: int) -> tuple[int, float]:
+    """Cohen et al. from the stored votes with no densepure code: per-row majority (ties: first column
+    reached), counts, scipy's beta quantile, radius sigma * Phi^-1(pA)."""
+    voted = [max(list(row[:k]), key=list(row[:k]).count) for row in votes]
+    top = min(Counter(voted[:N0]).items(), key=lambda kv: (-kv[1], kv[0]))[0]
+    n_a = sum(v == top for v in voted[N0:])
+    p_lower = beta.ppf(ALPHA, n_a, N - n_a + 1) if n_a else 0.0
+    return (top, SIGMA * norm.ppf(p_lower)) if p_lower >= 0.5 else (-1, 0.0)
+
+
+def test_certify_and_aggregate_agree_with_an_independent_computation(models, tmp_path):
+    assert main(certify_args(models, tmp_path)) == 0
+    rows = read_tsv(tmp_path / "result.tsv")
+    assert [r["idx"] for r in rows] == ["0", "1", "2"]
+    store = VotesStore.open(tmp_path / "votes")
+    for row in rows:
+        votes = store.read(int(row["idx"])).labels
+        assert votes.shape == (N0 + N, K)
+        top, radius = independent_certificate(votes, K)
+        assert int(row["predict"]) == top
+        assert float(row["radius"]) == pytest.approx(radius, rel=5e-3, abs=1e-12)  # written with 3 digits
+        assert row["K"] == str(K) and row["sigma"] == str(SIGMA) and row["b"] == str(B)
+    assert main(["aggregate", "--votes-dir", str(tmp_path / "votes"), "--K", "1", "3", "--alpha", str(ALPHA),
+                 "--out", str(tmp_path / "K{K}.tsv")]) == 0
+    assert [r["radius"] for r in read_tsv(tmp_path / "K3.tsv")] == [r["radius"] for r in rows]
+    for row in read_tsv(tmp_path / "K1.tsv"):
+        top, radius = independent_certificate(store.read(int(row["idx"])).labels, 1)
+        assert (int(row["predict"]), float(row["radius"])) == pytest.approx((top, radius), rel=5e-3, abs=1e-12)
+
+
+def test_rerun_skips_finished_images(models, tmp_path):
+    assert main(certify_args(models, tmp_path, ids="0,1")) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "votes").glob("*.npz")}
+    assert main(certify_args(models, tmp_path, ids="0,1,2")) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "votes").glob("*.npz")}
+    assert {k: after[k] for k in before} == before and set(after) == {"0.npz", "1.npz", "2.npz"}
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "densepure.cli", *args], capture_output=True, text=True)
+
+
+def test_sigkill_and_resume_gives_identical_outputs(models, tmp_path):
+    """Kill -9 after the first image is stored, resume, and compare with an uninterrupted run: the votes are
+    byte-identical and so is the TSV, except its `time` column, which is each run's own wall-clock time."""
+    heavy = {"--N": 300, "--K": 2, "--b": 2, "--ids": "3,4,5,6"}
+    assert run_cli(certify_args(models, tmp_path / "straight", **heavy)).returncode == 0
+
+    args = certify_args(models, tmp_path / "killed", **heavy)
+    proc = subprocess.Popen([sys.executable, "-m", "densepure.cli", *args])
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "killed" / "votes").glob("*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = sorted(p.name for p in (tmp_path / "killed" / "votes").glob("*.npz"))
+    assert 1 <= len(stored) < 4, f"kill came too late to test anything: {stored}"
+    assert run_cli(args).returncode == 0
+
+    for image in range(3, 7):
+        a = np.load(tmp_path / "straight" / "votes" / f"{image}.npz")["labels"]
+        b = np.load(tmp_path / "killed" / "votes" / f"{image}.npz")["labels"]
+        assert a.tobytes() == b.tobytes() and a.dtype == b.dtype
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(read_tsv(tmp_path / "straight" / "result.tsv")) == strip(read_tsv(tmp_path / "killed" / "result.tsv"))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"--classifier": "no-such-net"}, "unknown classifier 'no-such-net'"),
+        ({"--diffusion-ckpt": "missing.pt"}, "missing.pt"),
+        ({"--classifier-ckpt": "missing-cnn.pt"}, "missing-cnn.pt"),
+        ({"--diffusion": "improved-cifar10"}, "does not match"),
+        ({"--sigma": "0"}, "--sigma: must be > 0"),
+        ({"--N0": "0"}, "--N0: must be >= 1"),
+        ({"--N": "-3"}, "--N: must be >= 1"),
+        ({"--alpha": "1.5"}, "--alpha: must be in (0, 1)"),
+        ({"--ids": "0,5000"}, "image id 5000 is out of range"),
+        ({"--dataset": "cifar10", "--data-root": "nowhere"}, "nowhere"),
+    ],
+)
+def test_user_errors_are_one_line(models, tmp_path, overrides, message):
+    result = run_cli(certify_args(models, tmp_path, **overrides))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
+
+
+def test_votes_from_another_setting_or_truncated_are_refused(models, tmp_path):
+    assert main(certify_args(models, tmp_path, ids="0")) == 0
+    result = run_cli(certify_args(models, tmp_path, ids="0", **{"--sigma": "0.25"}))
+    assert result.returncode == 2 and "sigma" in result.stderr and "Traceback" not in result.stderr
+    votes_file = tmp_path / "votes" / "0.npz"
+    votes_file.write_bytes(votes_file.read_bytes()[:100])
+    result = run_cli(["aggregate", "--votes-dir", str(tmp_path / "votes"), "--K", "1", "--ids", "0",
+                      "--out", str(tmp_path / "K{K}.tsv")])
+    assert result.returncode == 2 and "0.npz" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,69 @@
+# Helpers shared by the rules: config validation, the experiment grid (densepure.grid) and output paths.
+# No experiment logic lives here: it is in the densepure package, where the tests reach it.
+
+import yaml
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from densepure import grid
+
+validate(config, "../schemas/config.schema.yaml")
+grid.check_config(config)
+
+RUN = config["run"]
+WORK = f"{config['work_dir']}/{RUN}"
+RESULTS = f"results/{RUN}"
+FIGURES = f"paper_figures/{RUN}"
+SPEC = grid.write_effective_config(config, f"{WORK}/config.effective.yaml")
+
+
+wildcard_constraints:
+    shard=r"\d+",
+    K=r"\d+",
+    key=r"[^/]+/[^/]+/[^/]+",
+    store=r"[^/]+/[^/]+/[^/]+",
+    artifact=r"[A-Za-z0-9_]+",
+    images=r"[A-Za-z0-9_.]+",
+
+
+def diffusion_checkpoint(dataset):
+    """Path of the diffusion model used for a dataset (downloaded or trained)."""
+    name = config["datasets"][dataset]["diffusion"]
+    return grid.model_path(config, "diffusion_models", name)
+
+
+def classifier_checkpoint(name):
+    return grid.model_path(config, "classifiers", name)
+
+
+def store_dir(store):
+    return f"{WORK}/votes/{store}"
+
+
+def shard_outputs(store):
+    setting = grid.setting_by_name(config, store)
+    count = len(grid.shards(setting, config["shard_size"]))
+    return [f"{WORK}/shards/{store}/shard{i}.tsv" for i in range(count)]
+
+
+def aggregate_path(agg):
+    return f"{RESULTS}/certify/{agg.key.name}/K{agg.K}-{agg.images}.tsv"
+
+
+def artifact_inputs(artifact):
+    return [aggregate_path(agg) for agg in grid.aggregates(config, artifact)]
+
+
+def artifact_outputs(artifact):
+    """Files an artifact target builds: tables under results/, figures under paper_figures/."""
+    if grid.is_table(artifact):
+        outs = [f"{RESULTS}/tables/{artifact}.{ext}" for ext in ("csv", "md", "tex")]
+        if config["compare_with_paper"] and grid.has_paper_numbers(artifact):
+            outs.append(f"{RESULTS}/compare/{artifact}.csv")
+        return outs
+    return [f"{FIGURES}/{artifact}.{ext}" for ext in ("png", "pdf")]
+
+
+def resources_for(group):
+    return config["resources"].get(group, {})

@@ -1,0 +1,88 @@
+# Checkpoints: downloaded (with retries, verified against the sha256 lock file) or trained on the CPU.
+
+
+rule download_diffusion:
+    output:
+        f"{config['checkpoints_dir']}/{{file}}",
+    wildcard_constraints:
+        file="|".join(grid.download_files(config, "diffusion_models")) or "^$",
+    params:
+        url=lambda wc: grid.download_url(config, "diffusion_models", wc.file),
+        lock=config["checksums"],
+    log:
+        f"logs/download/{{file}}.log",
+    retries: 2
+    shell:
+        "densepure download --url {params.url:q} --out {output:q} --lock {params.lock:q} 2> {log:q}"
+
+
+rule download_classifier:
+    output:
+        f"{config['checkpoints_dir']}/{{file}}",
+    wildcard_constraints:
+        file="|".join(grid.download_files(config, "classifiers")) or "^$",
+    params:
+        url=lambda wc: grid.download_url(config, "classifiers", wc.file),
+        lock=config["checksums"],
+    log:
+        f"logs/download/{{file}}.log",
+    retries: 2
+    shell:
+        "densepure download --url {params.url:q} --out {output:q} --lock {params.lock:q} 2> {log:q}"
+
+
+rule train_diffusion:
+    output:
+        f"{WORK}/models/{{name}}.pt",
+    wildcard_constraints:
+        name="|".join(grid.trained(config, "diffusion_models")) or "^$",
+    params:
+        options=lambda wc: grid.train_options(config, "diffusion_models", wc.name),
+    threads: 2
+    log:
+        f"logs/{RUN}/train/{{name}}.log",
+    shell:
+        "python -m densepure.train diffusion --out {output:q} --threads {threads} {params.options} 2> {log:q}"
+
+
+rule train_classifier:
+    output:
+        f"{WORK}/models/{{name}}.pt",
+    wildcard_constraints:
+        name="|".join(grid.trained(config, "classifiers")) or "^$",
+    params:
+        options=lambda wc: grid.train_options(config, "classifiers", wc.name),
+    threads: 2
+    log:
+        f"logs/{RUN}/train/{{name}}.log",
+    shell:
+        "python -m densepure.train classifier --out {output:q} --threads {threads} {params.options} 2> {log:q}"
+
+
+rule download_cifar10:
+    output:
+        f"{config['datasets'].get('cifar10', {}).get('root') or 'data/cifar10'}/cifar-10-batches-py/test_batch",
+    params:
+        url=config["datasets"].get("cifar10", {}).get("download"),
+        lock=config["checksums"],
+        archive=lambda wc, output: str(Path(output[0]).parent.parent / "cifar-10-python.tar.gz"),
+        root=lambda wc, output: str(Path(output[0]).parent.parent),
+    log:
+        "logs/download/cifar10.log",
+    shell:
+        "densepure download --url {params.url:q} --out {params.archive:q} --lock {params.lock:q} "
+        "--extract-to {params.root:q} 2> {log:q}"
+
+
+rule checkpoint_by_hand:
+    # Checkpoints without a public URL (e.g. the WRN-28-10 of wide-resnet.pytorch) are placed by hand; this rule
+    # only explains that, so dry runs still show every job.
+    output:
+        f"{config['checkpoints_dir']}/{{file}}",
+    wildcard_constraints:
+        file="|".join(grid.by_hand_files(config)) or "^$",
+    log:
+        "logs/download/{file}.log",
+    shell:
+        "echo '{output}: no public URL is known; place the file there by hand (see config/README.md)' "
+        "| tee {log:q} >&2; exit 1"
