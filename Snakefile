@@ -23,6 +23,10 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
-    input:
-        [out for artifact in grid.selected_artifacts(config) for out in artifact_outputs(artifact)],
     default_target: True
+    input:
+        [
+            out
+            for artifact in grid.selected_artifacts(config)
+            for out in artifact_outputs(artifact)
+        ],

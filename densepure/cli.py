@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .report import add_report_commands
 
     add_report_commands(sub)
+
+    from .estimate import add_estimate_command
+
+    add_estimate_command(sub)
     return parser
 
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from .certify import Setting, VoteCounter, result_row, run_certification, write_tsv
 from .data import NUM_CLASSES, DataError, load_dataset, parse_ids
-from .schedule import make_plan
+from .results import Setting, result_row, write_tsv
 from .votes import VotesError, VotesStore
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str):
     """``auto`` is the first CUDA device when there is one, else the CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -42,8 +41,12 @@ def check_ids(ids: list[int], length: int, dataset: str) -> None:
 
 
 def certify(args: argparse.Namespace) -> int:
+    import torch
+
+    from .certify import VoteCounter, run_certification
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
+    from .schedule import make_plan
 
     setting = setting_from_args(args)
     if args.threads:
@@ -116,6 +119,12 @@ def download(args: argparse.Namespace) -> int:
     return 0
 
 
+def estimate(args: argparse.Namespace) -> int:
+    from .estimate import run_estimate
+
+    return run_estimate(args)
+
+
 def report(args: argparse.Namespace) -> int:
     from .report import run_report
 
@@ -123,7 +132,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers,
-            "download": download, "table": report, "figure": report, "compare": report}
+            "download": download, "estimate": estimate, "table": report, "figure": report, "compare": report}
 
 
 def run(args: argparse.Namespace) -> int:

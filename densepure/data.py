@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where images are made, so the workflow's CPU rules start fast
+    import torch
 
 DIGITS_TRAIN = 1200
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "imagenet": 1000}
@@ -54,6 +56,8 @@ def digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _digits() -> Dataset:
+    import torch
+
     images, labels = digits_arrays("test")
     return Dataset("digits", 10, len(images), lambda i: (torch.from_numpy(images[i]), int(labels[i])))
 

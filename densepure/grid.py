@@ -11,6 +11,7 @@ The Snakefile calls only this module for the grid, so the tests reach every rule
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -107,11 +108,27 @@ def aggregates(config: dict, artifact: str | None = None) -> list[Aggregate]:
     return sorted(out, key=lambda a: (a.key, a.K, a.images))
 
 
+_SETTINGS_CACHE: dict[str, list[Setting]] = {}
+
+
 def settings(config: dict) -> list[Setting]:
     """Votes stores to compute. Each image of a setting key gets the largest K any artifact asks of it, and the
     images are grouped by that K: so an ablation asking K = 50 of 100 images does not cost K = 50 on the 500 of
     the main table. Votes are nested in K (vote k of a draw is addressed by k alone), so a K = 50 store also
-    serves K' <= 50."""
+    serves K' <= 50.
+
+    Memoised on the config's artifacts and datasets (the only keys it reads): the Snakefile's input functions call
+    it once per job, and recomputing it each time made a dry run of the paper's grid take 17 s instead of 3 s.
+    Returns fresh copies, so callers may modify them."""
+    cache_key = json.dumps([config["artifacts"], config["datasets"]], sort_keys=True, default=str)
+    if cache_key not in _SETTINGS_CACHE:
+        if len(_SETTINGS_CACHE) >= 16:
+            _SETTINGS_CACHE.clear()
+        _SETTINGS_CACHE[cache_key] = _settings(config)
+    return [Setting(s.key, s.K, list(s.ids)) for s in _SETTINGS_CACHE[cache_key]]
+
+
+def _settings(config: dict) -> list[Setting]:
     need: dict[SettingKey, dict[int, int]] = {}
     for agg in aggregates(config):
         per_id = need.setdefault(agg.key, {})
@@ -130,6 +147,13 @@ def stores_for(config: dict, agg: Aggregate) -> list[Setting]:
     return [s for s in settings(config) if s.key == agg.key and wanted & set(s.ids)]
 
 
+def job_shards(config: dict, setting: Setting) -> list[list[int]]:
+    """Image ids of each certification job of a setting: the dataset's ``shard_size`` if it sets one, else the
+    top-level one."""
+    size = config["datasets"][setting.key.dataset].get("shard_size") or config["shard_size"]
+    return shards(setting, size)
+
+
 def shards(setting: Setting, shard_size: int) -> list[list[int]]:
     """Image ids of each certification job of a setting, ``shard_size`` images per job."""
     return [setting.ids[i:i + shard_size] for i in range(0, len(setting.ids), shard_size)]
@@ -145,7 +169,7 @@ def setting_by_name(config: dict, name: str) -> Setting:
 
 def certification_jobs(config: dict) -> list[tuple[Setting, int, list[int]]]:
     """(setting, shard index, ids) of every GPU job."""
-    return [(s, i, ids) for s in settings(config) for i, ids in enumerate(shards(s, config["shard_size"]))]
+    return [(s, i, ids) for s in settings(config) for i, ids in enumerate(job_shards(config, s))]
 
 
 def describe(config: dict) -> dict[str, Any]:
@@ -252,7 +276,7 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
     """The ``densepure certify`` options of one job (all but the checkpoint and output paths)."""
     setting = setting_by_name(config, store)
     key, data = setting.key, config["datasets"][setting.key.dataset]
-    ids = shards(setting, config["shard_size"])[shard]
+    ids = job_shards(config, setting)[shard]
     diffusion = config["diffusion_models"][data["diffusion"]]
     options = {
         "--dataset": key.dataset, "--ids": ",".join(map(str, ids)), "--diffusion": diffusion["arch"],

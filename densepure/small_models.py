@@ -38,16 +38,19 @@ class DigitsCNN(nn.Module):
 def digits_unet_config() -> UNetConfig:
     """The embedded default's diffusion UNet: 8 x 8, one channel in, ``[eps, v]`` out (learned-range variance).
 
-    Two levels (8 x 8 with 32 channels, 4 x 4 with 64), one ResBlock per level, attention at downsample rate 2
-    (4 x 4) and in the middle block, scale-shift norm, no dropout: about 0.76 M parameters.
-    ``model_channels`` is 32 because :class:`~densepure.unet.GroupNorm32` uses 32 groups.
+    Two levels (8 x 8 and 4 x 4, 32 channels each: ``channel_mult = (1, 1)``), one ResBlock per level, attention
+    at downsample rate 2 (4 x 4) and in the middle block, scale-shift norm, no dropout: 0.32 M parameters.
+    ``model_channels`` is 32 because :class:`~densepure.unet.GroupNorm32` uses 32 groups. ``(1, 1)`` rather than
+    ``(1, 2)``: trained for the same wall time (about 2.5 min on one CPU thread) both denoise equally well (one-shot
+    test MSE 0.0118 vs 0.0120 at sigma 0.25, 0.055 vs 0.056 at sigma 1), but ``(1, 1)`` is 0.35x cheaper per forward
+    pass (0.8 vs 1.2 ms per image), and certification makes N x K x b of them.
     """
     return UNetConfig(
         image_size=8,
         model_channels=32,
         num_res_blocks=1,
         attention_resolutions=(2,),
-        channel_mult=(1, 2),
+        channel_mult=(1, 1),
         in_channels=1,
         out_channels=2,
         num_heads=1,

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+# Validate before importing densepure (it loads torch, seconds): a config the schema rejects fails at once.
+validate(config, "../schemas/config.schema.yaml")
+
 from densepure import grid
 
-validate(config, "../schemas/config.schema.yaml")
 grid.check_config(config)
 
 RUN = config["run"]
@@ -16,6 +18,8 @@ WORK = f"{config['work_dir']}/{RUN}"
 RESULTS = f"results/{RUN}"
 FIGURES = f"paper_figures/{RUN}"
 SPEC = grid.write_effective_config(config, f"{WORK}/config.effective.yaml")
+# Software of every rule under --use-conda (relative to the rule files, which all live in workflow/rules/).
+SOFTWARE_ENV = "../envs/densepure.yaml"
 
 
 wildcard_constraints:
@@ -37,13 +41,27 @@ def classifier_checkpoint(name):
     return grid.model_path(config, "classifiers", name)
 
 
+def certify_inputs(wildcards):
+    """Inputs of a certification job: both checkpoints and, for CIFAR-10, the extracted test batch."""
+    key = grid.setting_by_name(config, wildcards.store).key
+    inputs = {
+        "diffusion": diffusion_checkpoint(key.dataset),
+        "classifier": classifier_checkpoint(key.classifier),
+    }
+    if key.dataset == "cifar10":
+        inputs["data"] = (
+            f"{config['datasets']['cifar10']['root']}/cifar-10-batches-py/test_batch"
+        )
+    return inputs
+
+
 def store_dir(store):
     return f"{WORK}/votes/{store}"
 
 
 def shard_outputs(store):
     setting = grid.setting_by_name(config, store)
-    count = len(grid.shards(setting, config["shard_size"]))
+    count = len(grid.job_shards(config, setting))
     return [f"{WORK}/shards/{store}/shard{i}.tsv" for i in range(count)]
 
 

@@ -4,14 +4,16 @@
 rule download_diffusion:
     output:
         f"{config['checkpoints_dir']}/{{file}}",
+    log:
+        f"logs/download/{{file}}.log",
     wildcard_constraints:
         file="|".join(grid.download_files(config, "diffusion_models")) or "^$",
+    retries: 2
+    conda:
+        SOFTWARE_ENV
     params:
         url=lambda wc: grid.download_url(config, "diffusion_models", wc.file),
         lock=config["checksums"],
-    log:
-        f"logs/download/{{file}}.log",
-    retries: 2
     shell:
         "densepure download --url {params.url:q} --out {output:q} --lock {params.lock:q} 2> {log:q}"
 
@@ -19,14 +21,16 @@ rule download_diffusion:
 rule download_classifier:
     output:
         f"{config['checkpoints_dir']}/{{file}}",
+    log:
+        f"logs/download/{{file}}.log",
     wildcard_constraints:
         file="|".join(grid.download_files(config, "classifiers")) or "^$",
+    retries: 2
+    conda:
+        SOFTWARE_ENV
     params:
         url=lambda wc: grid.download_url(config, "classifiers", wc.file),
         lock=config["checksums"],
-    log:
-        f"logs/download/{{file}}.log",
-    retries: 2
     shell:
         "densepure download --url {params.url:q} --out {output:q} --lock {params.lock:q} 2> {log:q}"
 
@@ -34,13 +38,17 @@ rule download_classifier:
 rule train_diffusion:
     output:
         f"{WORK}/models/{{name}}.pt",
-    wildcard_constraints:
-        name="|".join(grid.trained(config, "diffusion_models")) or "^$",
-    params:
-        options=lambda wc: grid.train_options(config, "diffusion_models", wc.name),
-    threads: 2
+    benchmark:
+        f"{WORK}/benchmarks/train/{{name}}.tsv"
     log:
         f"logs/{RUN}/train/{{name}}.log",
+    wildcard_constraints:
+        name="|".join(grid.trained(config, "diffusion_models")) or "^$",
+    conda:
+        SOFTWARE_ENV
+    threads: 1
+    params:
+        options=lambda wc: grid.train_options(config, "diffusion_models", wc.name),
     shell:
         "python -m densepure.train diffusion --out {output:q} --threads {threads} {params.options} 2> {log:q}"
 
@@ -48,13 +56,17 @@ rule train_diffusion:
 rule train_classifier:
     output:
         f"{WORK}/models/{{name}}.pt",
-    wildcard_constraints:
-        name="|".join(grid.trained(config, "classifiers")) or "^$",
-    params:
-        options=lambda wc: grid.train_options(config, "classifiers", wc.name),
-    threads: 2
+    benchmark:
+        f"{WORK}/benchmarks/train/{{name}}.tsv"
     log:
         f"logs/{RUN}/train/{{name}}.log",
+    wildcard_constraints:
+        name="|".join(grid.trained(config, "classifiers")) or "^$",
+    conda:
+        SOFTWARE_ENV
+    threads: 1
+    params:
+        options=lambda wc: grid.train_options(config, "classifiers", wc.name),
     shell:
         "python -m densepure.train classifier --out {output:q} --threads {threads} {params.options} 2> {log:q}"
 
@@ -62,13 +74,17 @@ rule train_classifier:
 rule download_cifar10:
     output:
         f"{config['datasets'].get('cifar10', {}).get('root') or 'data/cifar10'}/cifar-10-batches-py/test_batch",
+    log:
+        "logs/download/cifar10.log",
+    conda:
+        SOFTWARE_ENV
     params:
         url=config["datasets"].get("cifar10", {}).get("download"),
         lock=config["checksums"],
-        archive=lambda wc, output: str(Path(output[0]).parent.parent / "cifar-10-python.tar.gz"),
+        archive=lambda wc, output: str(
+            Path(output[0]).parent.parent / "cifar-10-python.tar.gz"
+        ),
         root=lambda wc, output: str(Path(output[0]).parent.parent),
-    log:
-        "logs/download/cifar10.log",
     shell:
         "densepure download --url {params.url:q} --out {params.archive:q} --lock {params.lock:q} "
         "--extract-to {params.root:q} 2> {log:q}"
@@ -79,10 +95,12 @@ rule checkpoint_by_hand:
     # only explains that, so dry runs still show every job.
     output:
         f"{config['checkpoints_dir']}/{{file}}",
-    wildcard_constraints:
-        file="|".join(grid.by_hand_files(config)) or "^$",
     log:
         "logs/download/{file}.log",
+    wildcard_constraints:
+        file="|".join(grid.by_hand_files(config)) or "^$",
+    conda:
+        SOFTWARE_ENV
     shell:
         "echo '{output}: no public URL is known; place the file there by hand (see config/README.md)' "
         "| tee {log:q} >&2; exit 1"

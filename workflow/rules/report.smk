@@ -8,11 +8,15 @@ rule table:
     output:
         multiext(f"{RESULTS}/tables/{{artifact}}", ".csv", ".md", ".tex"),
         cells=f"{RESULTS}/tables/{{artifact}}_cells.csv",
-    params:
-        spec=SPEC,
-        outdir=f"{RESULTS}/tables",
+    benchmark:
+        f"{WORK}/benchmarks/table/{{artifact}}.tsv"
     log:
         f"logs/{RUN}/table/{{artifact}}.log",
+    conda:
+        SOFTWARE_ENV
+    params:
+        spec=SPEC,
+        outdir=lambda wc, output: str(Path(output.cells).parent),
     shell:
         "densepure table --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
         "--outdir {params.outdir:q} 2> {log:q}"
@@ -28,11 +32,15 @@ rule figure:
             category="Figures",
         ),
         data=f"{FIGURES}/{{artifact}}_data.csv",
-    params:
-        spec=SPEC,
-        outdir=FIGURES,
+    benchmark:
+        f"{WORK}/benchmarks/figure/{{artifact}}.tsv"
     log:
         f"logs/{RUN}/figure/{{artifact}}.log",
+    conda:
+        SOFTWARE_ENV
+    params:
+        spec=SPEC,
+        outdir=lambda wc, output: str(Path(output.data).parent),
     shell:
         "densepure figure --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
         "--outdir {params.outdir:q} 2> {log:q}"
@@ -46,6 +54,8 @@ rule compare:
         f"{RESULTS}/compare/{{artifact}}.csv",
     log:
         f"logs/{RUN}/compare/{{artifact}}.log",
+    conda:
+        SOFTWARE_ENV
     shell:
         "densepure compare --artifact {wildcards.artifact} --reproduced {input.cells:q} --paper {input.paper:q} "
         "--out {output:q} 2> {log:q}"
