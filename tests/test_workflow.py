@@ -184,15 +184,19 @@ def expected_stores(config: dict) -> dict[str, list[int]]:
     return stores
 
 
+def shard_size(config: dict, store: str) -> int:
+    """Images per job of a store: its dataset's shard_size if set, else the top-level one."""
+    return config["datasets"][store.split("/")[0]].get("shard_size") or config.get("shard_size", 20)
+
+
 def expected_certify_jobs(config: dict) -> set[tuple[str, str]]:
     """(store, shard) of every certification job: ceil(len(ids) / shard_size) shards per store."""
-    size = config.get("shard_size", 20)
-    return {(name, str(s)) for name, ids in expected_stores(config).items() for s in range(math.ceil(len(ids) / size))}
+    return {(name, str(s)) for name, ids in expected_stores(config).items()
+            for s in range(math.ceil(len(ids) / shard_size(config, name)))}
 
 
 def expected_jobs_per_target(config: dict) -> dict[str, int]:
     """Certification jobs each artifact target waits for: all shards of every store holding an image it needs."""
-    size = config.get("shard_size", 20)
     stores = expected_stores(config)
     out = {}
     for artifact, spec in config["artifacts"].items():
@@ -201,21 +205,22 @@ def expected_jobs_per_target(config: dict) -> dict[str, int]:
         names = {name for key, per_id in wanted.items() for name, ids in stores.items()
                  if name.rsplit("-K", 1)[0] == key_name(key) and set(ids) & set(per_id)}
         target = re.sub(r"^(table|fig)(?!_)", r"\1_", artifact)
-        out[target] = sum(math.ceil(len(stores[n]) / size) for n in names)
+        out[target] = sum(math.ceil(len(stores[n]) / shard_size(config, n)) for n in names)
     return out
 
 
 def test_hand_counts_of_the_paper_grid():
-    """The counting above, checked on numbers worked out on paper from config/paper.yaml (shard_size 20):
-    CIFAR-10 and ImageNet each have 500 main ids and 100 ablation ids (a subset)."""
-    assert len(expected_certify_jobs(PAPER)) == 415
+    """The counting above, checked on numbers worked out on paper from config/paper.yaml (shard_size: CIFAR-10 2
+    images per job, ImageNet 1): CIFAR-10 and ImageNet each have 500 main ids and 100 ablation ids (a subset)."""
+    assert len(expected_certify_jobs(PAPER)) == 6500
     per_target = expected_jobs_per_target(PAPER)
-    # Table B: BEiT at 3 sigmas. sigma 0.25: 400 ids at K = 40 (20 jobs) + the 100 ablation ids at K = 50 for
-    # Fig. 4 left (5 jobs); sigma 0.5, 1.0: 500 ids at K = 40 (25 jobs each); one-shot: 3 x 25. Total 150.
-    assert per_target["table_B"] == 150
-    assert per_target["table_1"] == 300  # Table A's 150 + Table B's 150
-    assert per_target["fig_4_left"] == 30  # the K = 50 store (5) + the one-shot store of all 500 ids (25)
-    assert per_target["fig_F"] == 60  # 2 classifiers x 3 sigmas x (b = 2 store + one-shot store) x 5 jobs
+    # Table B: BEiT at 3 sigmas. sigma 0.25: 400 ids at K = 40 (400 jobs) + the 100 ablation ids at K = 50 for
+    # Fig. 4 left (100 jobs); sigma 0.5, 1.0: 500 ids at K = 40 (500 jobs each); one-shot: 3 x 500. Total 3000.
+    assert per_target["table_B"] == 3000
+    assert per_target["table_A"] == 1500  # 6 stores of 500 CIFAR-10 images, 2 per job
+    assert per_target["table_1"] == 4500  # Table A's 1500 + Table B's 3000
+    assert per_target["fig_4_left"] == 600  # the K = 50 store (100) + the one-shot store of all 500 ids (500)
+    assert per_target["fig_F"] == 1200  # 2 classifiers x 3 sigmas x (b = 2 store + one-shot store) x 100 jobs
 
 
 # --- dry runs of the paper's grid -------------------------------------------------------------------------------
@@ -243,7 +248,7 @@ def test_paper_targets_and_their_certification_jobs(paper_targets):
         assert target in by_rule, f"no job for target {target}"
         certify = [job for job in upstream(jobs, by_rule[target]) if job.rule == "certify"]
         assert len(certify) == expected[target], target
-    assert stats["certify"] == len(expected_certify_jobs(PAPER)) == 415
+    assert stats["certify"] == len(expected_certify_jobs(PAPER)) == 6500
 
 
 @pytest.mark.slow
@@ -300,12 +305,12 @@ def test_vote_counts_below_the_stored_one_cost_no_gpu_job(workdir, paper_targets
 
 @pytest.mark.slow
 def test_single_target_with_the_slurm_profile(workdir):
-    """``snakemake --profile slurm table_B``: the profile parses, the DAG holds Table B's 150 GPU jobs, which keep
+    """``snakemake --profile slurm table_B``: the profile parses, the DAG holds Table B's 3000 GPU jobs, which keep
     the config's resources, and the CPU rules get the profile's default resources."""
     jobs, stats, _ = dry_run(workdir, "--profile", "slurm", "table_B", "--configfile", "config/paper.yaml")
-    assert stats["certify"] == expected_jobs_per_target(PAPER)["table_B"] == 150
+    assert stats["certify"] == expected_jobs_per_target(PAPER)["table_B"] == 3000
     certify = next(j for j in jobs if j.rule == "certify")
-    assert certify.resources["gpu"] == "1" and certify.resources["runtime"] == "720"
+    assert certify.resources["gpu"] == "1" and certify.resources["runtime"] == "1440"
     aggregate = next(j for j in jobs if j.rule == "aggregate")
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert aggregate.resources["mem_mb"] == str(profile["default-resources"]["mem_mb"])

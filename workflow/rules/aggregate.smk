@@ -13,10 +13,10 @@ rule aggregate:
         ],
     output:
         f"{RESULTS}/certify/{{key}}/K{{K}}-{{images}}.tsv",
-    benchmark:
-        f"{WORK}/benchmarks/aggregate/{{key}}/K{{K}}-{{images}}.tsv"
     log:
         f"logs/{RUN}/aggregate/{{key}}/K{{K}}-{{images}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/aggregate/{{key}}/K{{K}}-{{images}}.tsv"
     conda:
         SOFTWARE_ENV
     params:

@@ -7,10 +7,10 @@ rule certify:
         unpack(certify_inputs),
     output:
         f"{WORK}/shards/{{store}}/shard{{shard}}.tsv",
-    benchmark:
-        f"{WORK}/benchmarks/certify/{{store}}/shard{{shard}}.tsv"
     log:
         f"logs/{RUN}/certify/{{store}}/shard{{shard}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/certify/{{store}}/shard{{shard}}.tsv"
     conda:
         SOFTWARE_ENV
     threads: config["threads"]

@@ -38,10 +38,10 @@ rule download_classifier:
 rule train_diffusion:
     output:
         f"{WORK}/models/{{name}}.pt",
-    benchmark:
-        f"{WORK}/benchmarks/train/{{name}}.tsv"
     log:
         f"logs/{RUN}/train/{{name}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/train/{{name}}.tsv"
     wildcard_constraints:
         name="|".join(grid.trained(config, "diffusion_models")) or "^$",
     conda:
@@ -56,10 +56,10 @@ rule train_diffusion:
 rule train_classifier:
     output:
         f"{WORK}/models/{{name}}.pt",
-    benchmark:
-        f"{WORK}/benchmarks/train/{{name}}.tsv"
     log:
         f"logs/{RUN}/train/{{name}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/train/{{name}}.tsv"
     wildcard_constraints:
         name="|".join(grid.trained(config, "classifiers")) or "^$",
     conda:

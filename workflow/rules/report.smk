@@ -8,10 +8,10 @@ rule table:
     output:
         multiext(f"{RESULTS}/tables/{{artifact}}", ".csv", ".md", ".tex"),
         cells=f"{RESULTS}/tables/{{artifact}}_cells.csv",
-    benchmark:
-        f"{WORK}/benchmarks/table/{{artifact}}.tsv"
     log:
         f"logs/{RUN}/table/{{artifact}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/table/{{artifact}}.tsv"
     conda:
         SOFTWARE_ENV
     params:
@@ -32,10 +32,10 @@ rule figure:
             category="Figures",
         ),
         data=f"{FIGURES}/{{artifact}}_data.csv",
-    benchmark:
-        f"{WORK}/benchmarks/figure/{{artifact}}.tsv"
     log:
         f"logs/{RUN}/figure/{{artifact}}.log",
+    benchmark:
+        f"{WORK}/benchmarks/figure/{{artifact}}.tsv"
     conda:
         SOFTWARE_ENV
     params:
