@@ -810,6 +810,13 @@ def _hf_vit_factory(num_classes: int = 10, **kwargs) -> nn.Module:
     return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=num_classes, **kwargs)
 
 
+def _imagenet_timm_spec(name: str, architecture: str, correct_norm: Normalization, description: str) -> ClassifierSpec:
+    """A timm ImageNet model as DensePure fed it: bicubic to 224 without antialias, [-1, 1] un-normalised."""
+    return ClassifierSpec(name=name, dataset="imagenet", architecture=architecture, num_classes=1000, input_size=224,
+                          interpolation="bicubic", antialias=False, reference_norm=None, correct_norm=correct_norm,
+                          checkpoint_format="timm", description=description)
+
+
 _BUILTINS = (
     ClassifierSpec(
         name="beit-large-512",
@@ -858,46 +865,14 @@ _BUILTINS = (
         "Reference std (0.2471, 0.2435, 0.2616); correct = the training config's (0.2023, 0.1994, 0.2010), "
         "unverified.",
     ),
-    ClassifierSpec(
-        name="wrn-50-2",
-        dataset="imagenet",
-        architecture="wide_resnet50_2.racm_in1k",
-        num_classes=1000,
-        input_size=224,
-        interpolation="bicubic",
-        antialias=False,
-        reference_norm=None,
-        correct_norm=Normalization(IMAGENET_MEAN, IMAGENET_STD),
-        checkpoint_format="timm",
-        description="Reference feeds bicubic-224 [-1,1] UN-normalised (bug, SPEC §10.9); correct = ImageNet "
-        "mean/std on x01.",
-    ),
-    ClassifierSpec(
-        name="resnet-152",
-        dataset="imagenet",
-        architecture="resnet152.a1h_in1k",
-        num_classes=1000,
-        input_size=224,
-        interpolation="bicubic",
-        antialias=False,
-        reference_norm=None,
-        correct_norm=Normalization(IMAGENET_MEAN, IMAGENET_STD),
-        checkpoint_format="timm",
-        description="Reference feeds bicubic-224 [-1,1] UN-normalised (bug); correct = ImageNet mean/std on x01.",
-    ),
-    ClassifierSpec(
-        name="mixer-b16-miil",
-        dataset="imagenet",
-        architecture="mixer_b16_224.miil_in21k_ft_in1k",
-        num_classes=1000,
-        input_size=224,
-        interpolation="bicubic",
-        antialias=False,
-        reference_norm=None,
-        correct_norm=Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-        checkpoint_format="timm",
-        description="Reference feeds bicubic-224 [-1,1] (bug); its config expects [0,1] (mean 0, std 1).",
-    ),
+    _imagenet_timm_spec("wrn-50-2", "wide_resnet50_2.racm_in1k", Normalization(IMAGENET_MEAN, IMAGENET_STD),
+                        "Reference feeds bicubic-224 [-1,1] UN-normalised (bug, SPEC §10.9); correct = ImageNet "
+                        "mean/std on x01."),
+    _imagenet_timm_spec("resnet-152", "resnet152.a1h_in1k", Normalization(IMAGENET_MEAN, IMAGENET_STD),
+                        "Reference feeds bicubic-224 [-1,1] UN-normalised (bug); correct = ImageNet mean/std on x01."),
+    _imagenet_timm_spec("mixer-b16-miil", "mixer_b16_224.miil_in21k_ft_in1k",
+                        Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+                        "Reference feeds bicubic-224 [-1,1] (bug); its config expects [0,1] (mean 0, std 1)."),
     ClassifierSpec(
         name="digits-cnn",
         dataset="digits",

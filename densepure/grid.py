@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from .data import parse_ids
 
@@ -165,20 +165,6 @@ def setting_by_name(config: dict, name: str) -> Setting:
         if setting.name == name:
             return setting
     raise ValueError(f"votes store {name!r} is not part of the configured grid")
-
-
-def certification_jobs(config: dict) -> list[tuple[Setting, int, list[int]]]:
-    """(setting, shard index, ids) of every GPU job."""
-    return [(s, i, ids) for s in settings(config) for i, ids in enumerate(job_shards(config, s))]
-
-
-def describe(config: dict) -> dict[str, Any]:
-    """Counts for a human: jobs, settings, images x draws x votes x steps per artifact."""
-    return {
-        "settings": len(settings(config)),
-        "jobs": len(certification_jobs(config)),
-        "aggregates": len(aggregates(config)),
-    }
 
 
 # --- what the workflow needs besides the grid -----------------------------------------------------------------
