@@ -1,7 +1,7 @@
 # densepure: the DensePure paper (ICLR 2023) as one Snakemake workflow.
 #   snakemake --cores 2 all                                              # embedded default (digits, CPU)
-#   snakemake --profile slurm --configfile config/paper.yaml all         # the paper, on a Slurm GPU cluster
-#   snakemake --configfile config/paper.yaml table_B                     # one table (or fig_3, fig_4_left, ...)
+#   snakemake --profile slurm all --configfile config/paper.yaml         # the paper, on a Slurm GPU cluster
+#   snakemake --cores 1 table_B --configfile config/paper.yaml           # one table (or fig_3, fig_4_left, ...)
 # The logic lives in the densepure package (densepure.grid builds the job list); rules only call its CLI.
 
 from snakemake.utils import min_version
@@ -30,3 +30,20 @@ rule all:
             for artifact in grid.selected_artifacts(config)
             for out in artifact_outputs(artifact)
         ],
+
+
+# Stage targets (dvc.yaml runs one per DVC stage): every model and dataset, then every certification shard.
+rule models:
+    input:
+        sorted(
+            {
+                path
+                for s in grid.settings(config)
+                for path in model_inputs(s.key).values()
+            }
+        ),
+
+
+rule votes:
+    input:
+        [shard for s in grid.settings(config) for shard in shard_outputs(s.name)],

@@ -43,7 +43,11 @@ def classifier_checkpoint(name):
 
 def certify_inputs(wildcards):
     """Inputs of a certification job: both checkpoints and, for CIFAR-10, the extracted test batch."""
-    key = grid.setting_by_name(config, wildcards.store).key
+    return model_inputs(grid.setting_by_name(config, wildcards.store).key)
+
+
+def model_inputs(key):
+    """Checkpoints (and data) a setting key certifies with."""
     inputs = {
         "diffusion": diffusion_checkpoint(key.dataset),
         "classifier": classifier_checkpoint(key.classifier),
