@@ -20,6 +20,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/certify.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/theory.smk"
 
 
 rule all:
@@ -30,6 +31,7 @@ rule all:
             for artifact in grid.selected_artifacts(config)
             for out in artifact_outputs(artifact)
         ],
+        theory_outputs(),
 
 
 # Stage targets (dvc.yaml runs one per DVC stage): every model and dataset, then every certification shard.

@@ -21,12 +21,28 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def setting_from_args(args: argparse.Namespace) -> Setting:
-    """The votes-defining setting of a ``certify`` command line."""
+def execution_from_args(args: argparse.Namespace, device=None):
+    """The :class:`densepure.execution.Execution` of a ``certify`` command line: the mode's preset with the options
+    given explicitly."""
+    from .execution import resolve_execution
+
+    cache = getattr(args, "compile_cache", None)
+    return resolve_execution(
+        getattr(args, "mode", "custom"), args.dataset, getattr(device, "type", "cpu"), precision=args.precision,
+        attention=args.attention, batch=args.batch, classifier_precision=getattr(args, "classifier_precision", None),
+        shared_first_step=getattr(args, "shared_first_step", None), channels_last=getattr(args, "channels_last", None),
+        compile=getattr(args, "compile", None), compile_cache=str(cache) if cache else None)
+
+
+def setting_from_args(args: argparse.Namespace, execution=None) -> Setting:
+    """The votes-defining setting of a ``certify`` command line. A classifier precision other than fp32 changes
+    the votes, so it is recorded (under ``extra``, which stays empty otherwise)."""
+    execution = execution or execution_from_args(args)
+    extra = {} if execution.classifier_precision == "fp32" else {"classifier_precision": execution.classifier_precision}
     setting = Setting(
         dataset=args.dataset, diffusion=args.diffusion, classifier=args.classifier, sigma=args.sigma, b=args.b,
         K=args.K, N0=args.N0, N=args.N, seed=args.seed, method=args.method, timestep_rule=args.timestep_rule,
-        preprocessing=args.preprocessing, precision=args.precision, attention=args.attention,
+        preprocessing=args.preprocessing, precision=execution.precision, attention=execution.attention, extra=extra,
     )
     setting.validate()
     return setting
@@ -43,26 +59,29 @@ def check_ids(ids: list[int], length: int, dataset: str) -> None:
 def certify(args: argparse.Namespace) -> int:
     import torch
 
-    from .certify import VoteCounter, run_certification
+    from .certify import VoteCounter, prepare_models, run_certification
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
     from .schedule import make_plan
 
-    setting = setting_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    execution = execution_from_args(args, device)
+    setting = setting_from_args(args, execution)
     dataset = load_dataset(args.dataset, args.data_root)
     ids = parse_ids(args.ids)
     check_ids(ids, len(dataset), args.dataset)
-    device = resolve_device(args.device)
-    net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=args.precision,
-                                   attention=args.attention)
+    net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=execution.precision,
+                                   attention=execution.attention)
     classifier = build_classifier(args.classifier, checkpoint=args.classifier_ckpt, preprocessing=args.preprocessing,
                                   device=device)
+    denoiser, classify = prepare_models(net, classifier, execution)
     plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
     store = VotesStore(args.votes_dir, setting.as_dict(), num_classes=dataset.num_classes,
                        shape=(args.N0 + args.N, args.K))
-    counter = VoteCounter(net, classifier, plan, setting, batch=args.batch, device=device)
+    counter = VoteCounter(denoiser, classify, plan, setting, batch=execution.batch, device=device,
+                          shared_first_step=execution.shared_first_step)
     run_certification(counter, dataset, ids, store, args.out, args.alpha, progress=not args.quiet)
     return 0
 

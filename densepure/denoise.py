@@ -38,8 +38,18 @@ class Step:
     log_variance: torch.Tensor
 
 
+_ON_DEVICE: dict[tuple[int, str], tuple[np.ndarray, torch.Tensor]] = {}
+
+
 def _coef(values: np.ndarray, k: int, like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values[k], dtype=torch.float32, device=like.device)
+    """``values[k]`` as a float32 scalar on ``like``'s device. Off the CPU the whole array is copied once and
+    cached, so a reverse step makes no host-to-device copy (each would synchronise the host with the GPU)."""
+    if like.device.type == "cpu":
+        return torch.tensor(values[k], dtype=torch.float32)
+    key = (id(values), str(like.device))
+    if key not in _ON_DEVICE or _ON_DEVICE[key][0] is not values:
+        _ON_DEVICE[key] = (values, torch.tensor(values, dtype=torch.float32, device=like.device))
+    return _ON_DEVICE[key][1][k]
 
 
 def split_output(out: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:

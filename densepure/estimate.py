@@ -6,13 +6,15 @@ draws each; per draw it makes
 * ``u`` UNet forward passes: 1 for a one-shot method (``onestep``, ``carlini`` or b = 1), else
   ``1 + (b - 1) K`` -- the K votes of a draw share the first reverse step (:func:`densepure.denoise.purify_votes`
   calls the network once on the draw, then once per vote for each of the b - 1 remaining steps). The reference
-  code runs every vote from scratch, ``b K`` calls (``--no-shared-first-step``);
+  code runs every vote from scratch, ``b K`` calls (a dataset's ``mode: reference``, or ``--no-shared-first-step``
+  for every store);
 * ``c`` classifier forward passes: K, or 1 for a one-shot method (its votes are copies of one image).
 
 so that ``seconds = images (N0 + N) (u / unet_rate + c / classifier_rate)``, with the throughputs (images per
-second) of :data:`RATES`. An artifact costs the stores it reads (:func:`densepure.grid.stores_for` of each of its
-aggregations); a store read by several artifacts is computed once, so the total counts each store once and is
-less than the sum of the artifact rows. Data loading, checkpoint loading and certification arithmetic are left out.
+second) of :data:`RATES` for the UNet precision and classifier precision of the dataset's execution mode
+(:func:`densepure.execution.resolve_execution`: the ``mode`` key, then ``precision`` if set). An artifact costs
+the stores it reads (:func:`densepure.grid.stores_for` of each of its aggregations); a store read by several
+artifacts is computed once, so the total counts each store once and is less than the sum of the artifact rows. Data loading, checkpoint loading and certification arithmetic are left out.
 """
 
 from __future__ import annotations
@@ -29,25 +31,27 @@ from pathlib import Path
 import yaml
 
 from . import grid
+from .execution import resolve_execution
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 # Images per second of one forward pass, on one NVIDIA H200 unless noted. "measured" numbers are ours; the others
-# are assumptions, to be replaced with measured ones through --rates.
+# are assumptions, to be replaced with measured ones through --rates (benchmarks/throughput.py writes such a file:
+# fp16/fp32 from the reference mode, bf16 from the fast mode).
 RATES: dict[str, dict] = {
     "diffusion": {  # per (architecture, UNet precision)
-        # measured: 87.7 img/s in fp16 at batch 16 (the reference's batch). fp32: assumed 3x slower (convs in TF32,
-        # attention and GroupNorm in fp32); bf16: assumed as fast as fp16.
-        "guided-imagenet256": {"fp16": 87.7, "bf16": 87.7, "fp32": 29.2},
-        # measured: 2,600 img/s in fp32 at batch 100. fp16/bf16: assumed no faster (small 32x32 convs are not
-        # compute bound).
-        "improved-cifar10": {"fp32": 2600.0, "fp16": 2600.0, "bf16": 2600.0},
+        # measured: 87.7 img/s in fp16 at batch 16 (the reference's batch, einsum attention); bf16: 182.5 compiled
+        # with SDPA and channels_last (the fast mode). fp32: assumed 3x slower than fp16 (TF32 convs).
+        "guided-imagenet256": {"fp16": 87.7, "bf16": 182.5, "fp32": 29.2},
+        # measured: 2,600 img/s in fp32 at batch 100 (the reference's); bf16: 5,900 is fp32 at batch 1000 (the
+        # fast mode's batch), bf16 assumed no slower; fp16: assumed as fp32 at batch 100.
+        "improved-cifar10": {"fp32": 2600.0, "fp16": 2600.0, "bf16": 5900.0},
         # the embedded default's 8x8 UNet, measured on ONE CPU THREAD at batch 200 (the default runs on the CPU)
         "bundle": {"fp32": 1290.0, "fp16": 1290.0, "bf16": 1290.0},
     },
-    "classifiers": {  # per registered classifier name, fp32
-        "beit-large-512": 127.0,  # measured (BEiT-L/16 at 512 x 512)
-        "vit-b16-cifar10": 4500.0,  # measured (ViT-B/16 at 224 x 224)
+    "classifiers": {  # per registered classifier name: images/s in any precision, or per precision
+        "beit-large-512": {"fp32": 127.0, "bf16": 376.0},  # measured (BEiT-L/16 at 512 x 512; bf16 at batch 64)
+        "vit-b16-cifar10": {"fp32": 4500.0, "bf16": 10800.0},  # measured (ViT-B/16 at 224 x 224)
         "wrn-28-10": 5000.0,  # assumed: 10.5 GFLOP per 32 x 32 image, ~0.6x ViT-B/16's (17.6 GFLOP) efficiency
         "wrn-50-2": 2000.0,  # assumed: ~23 GFLOP at 224 x 224
         "resnet-152": 2000.0,  # assumed: ~23 GFLOP at 224 x 224
@@ -150,7 +154,11 @@ def load_rates(path: str | Path | None = None) -> dict[str, dict]:
     """The throughput table, with the entries of a YAML/JSON file ``path`` replacing the built-in ones::
 
         diffusion: {guided-imagenet256: {fp16: 120.0}}   # images/s per architecture and precision
-        classifiers: {beit-large-512: 150.0}             # images/s per classifier
+        classifiers: {beit-large-512: 150.0}             # images/s per classifier, any precision
+        classifiers: {beit-large-512: {bf16: 376.0}}     # ... or per precision
+        benchmark: {...}                                 # ignored (what benchmarks/throughput.py measured)
+
+    The JSON written by ``benchmarks/throughput.py`` is such a file.
     """
     rates = copy.deepcopy(RATES)
     if path is None:
@@ -159,15 +167,21 @@ def load_rates(path: str | Path | None = None) -> dict[str, dict]:
         extra = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise RatesError(f"{path}: cannot read rates file ({err})") from None
-    if not isinstance(extra, dict) or set(extra) - {"diffusion", "classifiers"}:
-        raise RatesError(f"{path}: expected a mapping with keys `diffusion` and/or `classifiers`")
+    if not isinstance(extra, dict) or set(extra) - {"diffusion", "classifiers", "benchmark"}:
+        raise RatesError(f"{path}: expected a mapping with keys `diffusion` and/or `classifiers` (and `benchmark`)")
     for arch, per_precision in (extra.get("diffusion") or {}).items():
         if not isinstance(per_precision, dict):
             raise RatesError(f"{path}: diffusion.{arch} must map precisions (fp32, fp16, bf16) to images/s")
         for precision, value in per_precision.items():
             rates["diffusion"].setdefault(arch, {})[precision] = _rate(value, f"{path}: diffusion.{arch}.{precision}")
     for name, value in (extra.get("classifiers") or {}).items():
-        rates["classifiers"][name] = _rate(value, f"{path}: classifiers.{name}")
+        if isinstance(value, dict):
+            entry = rates["classifiers"].get(name)
+            entry = dict.fromkeys(("fp32", "fp16", "bf16"), entry) if isinstance(entry, float) else dict(entry or {})
+            entry.update({p: _rate(v, f"{path}: classifiers.{name}.{p}") for p, v in value.items()})
+            rates["classifiers"][name] = entry
+        else:
+            rates["classifiers"][name] = _rate(value, f"{path}: classifiers.{name}")
     return rates
 
 
@@ -185,23 +199,36 @@ def _unet_rate(rates: dict, arch: str, precision: str) -> float:
                          f"--rates file (diffusion: {{{arch}: {{{precision}: IMAGES_PER_SECOND}}}})") from None
 
 
-def _classifier_rate(rates: dict, name: str) -> float:
-    try:
-        return rates["classifiers"][name]
-    except KeyError:
-        raise RatesError(f"no throughput for classifier {name!r}; give one in a --rates file "
-                         f"(classifiers: {{{name}: IMAGES_PER_SECOND}})") from None
+def _classifier_rate(rates: dict, name: str, precision: str = "fp32") -> float:
+    entry = rates["classifiers"].get(name)
+    if isinstance(entry, dict):
+        entry = entry.get(precision)
+    if entry is None:
+        raise RatesError(f"no throughput for classifier {name!r} in {precision}; give one in a --rates file "
+                         f"(classifiers: {{{name}: {{{precision}: IMAGES_PER_SECOND}}}})")
+    return entry
 
 
-def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool = True) -> dict[str, StoreCost]:
-    """Cost of every votes store of a (validated) config, by store name."""
+def dataset_execution(config: dict, dataset: str):
+    """The execution (:class:`densepure.execution.Execution`) of a dataset's certification jobs on a GPU."""
+    data = config["datasets"][dataset]
+    return resolve_execution(data.get("mode") or "custom", dataset, "cuda", precision=data.get("precision"),
+                             batch=data.get("batch"))
+
+
+def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool | None = None
+                ) -> dict[str, StoreCost]:
+    """Cost of every votes store of a (validated) config, by store name. ``shared_first_step`` None: as each
+    dataset's execution mode runs; True/False: for every store."""
     rates = RATES if rates is None else rates
     out = {}
     for setting in grid.settings(config):
         key, data = setting.key, config["datasets"][setting.key.dataset]
         arch = config["diffusion_models"][data["diffusion"]]["arch"]
         shards = grid.job_shards(config, setting)
-        precision = data.get("precision", "fp32")
+        execution = dataset_execution(config, key.dataset)
+        precision = execution.precision
+        shared = execution.shared_first_step if shared_first_step is None else shared_first_step
         out[setting.name] = StoreCost(
             name=setting.name,
             key=key,
@@ -210,15 +237,16 @@ def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool
             jobs=len(shards),
             shard_images=max(len(s) for s in shards),
             draws=data.get("N0", 100) + data["N"],
-            unet_per_draw=unet_calls_per_draw(key.b, setting.K, key.one_shot, shared_first_step),
+            unet_per_draw=unet_calls_per_draw(key.b, setting.K, key.one_shot, shared),
             classifier_per_draw=classifier_calls_per_draw(setting.K, key.one_shot),
             unet_rate=_unet_rate(rates, arch, precision),
-            classifier_rate=_classifier_rate(rates, key.classifier),
+            classifier_rate=_classifier_rate(rates, key.classifier, execution.classifier_precision),
         )
     return out
 
 
-def estimate(config: dict, rates: dict | None = None, shared_first_step: bool = True) -> tuple[list[Row], Row]:
+def estimate(config: dict, rates: dict | None = None, shared_first_step: bool | None = None
+             ) -> tuple[list[Row], Row]:
     """One row per selected artifact (the stores it reads) and the total row (every store once)."""
     costs = store_costs(config, rates, shared_first_step)
     rows, used = [], set()
@@ -312,14 +340,16 @@ def runtime_warnings(config: dict, total: Row) -> list[str]:
     return out
 
 
-def format_text(config: dict, source: str, rows: list[Row], total: Row, shared_first_step: bool,
+def format_text(config: dict, source: str, rows: list[Row], total: Row, shared_first_step: bool | None,
                 stores: bool = False) -> str:
+    modes = ", ".join(f"{name}: {dataset_execution(config, name).mode}" for name in config["datasets"])
+    calls = {True: "1 + (b-1) K (the first reverse step is shared by the K votes)",
+             False: "b K (every vote from scratch, as the reference code)",
+             None: f"1 + (b-1) K with the first step shared, b K in mode reference (modes: {modes})"}
     lines = [
         f"densepure estimate: run {config.get('run', 'default')!r} ({source}): {len(total.stores)} votes stores, "
         f"{total.jobs} certification jobs",
-        "UNet calls per draw: " + ("1 + (b-1) K (the first reverse step is shared by the K votes)"
-                                   if shared_first_step else "b K (every vote from scratch, as the reference code)")
-        + ", 1 one-shot; classifier calls per draw: K, 1 one-shot",
+        f"UNet calls per draw: {calls[shared_first_step]}, 1 one-shot; classifier calls per draw: K, 1 one-shot",
     ]
     unets = sorted({f"{s.unet_model} {s.unet_rate:g}" for s in total.stores})
     classifiers = sorted({f"{s.key.classifier} {s.classifier_rate:g}" for s in total.stores})
@@ -375,17 +405,17 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
                     "(the K votes share the first step); classifier calls: K (1 one-shot). An artifact costs the "
                     "stores it reads; the total counts every store once.",
         epilog="Throughputs (images/s) are those of one H200 (see densepure/estimate.py; the digits models: one CPU "
-               "thread). Override them with --rates FILE, e.g.\n"
-               "  diffusion: {guided-imagenet256: {fp16: 120.0}}\n  classifiers: {beit-large-512: 150.0}",
+               "thread). Override them with --rates FILE, e.g. the JSON of benchmarks/throughput.py, or\n"
+               "  diffusion: {guided-imagenet256: {fp16: 120.0}}\n  classifiers: {beit-large-512: {bf16: 150.0}}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configfile", type=Path, default=Path("config/config.yaml"),
                    help="workflow config [config/config.yaml]")
     p.add_argument("--rates", type=Path, help="YAML/JSON file of throughputs replacing the built-in ones")
     p.add_argument("--format", choices=["text", "csv"], default="text", help="output format [text]")
     p.add_argument("--stores", action="store_true", help="one row per votes store instead of per artifact")
-    p.add_argument("--shared-first-step", action=argparse.BooleanOptionalAction, default=True,
-                   help="count 1 + (b-1) K UNet calls per draw, as densepure runs (default); "
-                        "--no-shared-first-step counts b K, as the reference code runs")
+    p.add_argument("--shared-first-step", action=argparse.BooleanOptionalAction, default=None,
+                   help="count 1 + (b-1) K UNet calls per draw for every store; --no-shared-first-step counts b K, "
+                        "as the reference code runs [as each dataset's mode runs: b K in mode reference]")
     return p
 
 
@@ -393,7 +423,7 @@ def run_estimate(args: argparse.Namespace) -> int:
     """Print the estimate for ``args`` (from :func:`add_estimate_command`); returns the exit status."""
     config = load_config(args.configfile)
     rates = load_rates(getattr(args, "rates", None))
-    shared = getattr(args, "shared_first_step", True)
+    shared = getattr(args, "shared_first_step", None)
     stores = getattr(args, "stores", False)
     rows, total = estimate(config, rates, shared)
     if getattr(args, "format", "text") == "csv":

@@ -270,9 +270,17 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
             "preprocessing", "reference"),
         "--sigma": key.sigma, "--b": key.b, "--K": setting.K, "--N0": data.get("N0", 100), "--N": data["N"],
         "--alpha": config["alpha"], "--seed": config["seed"], "--method": "densepure" if key.method == "densepure"
-        else key.method, "--device": config["device"], "--precision": data.get("precision", "fp32"),
-        "--batch": data.get("batch", 100),
+        else key.method, "--device": config["device"],
     }
+    mode = data.get("mode") or "custom"
+    if mode == "custom":  # the options as before modes existed, so existing jobs keep their command lines
+        options.update({"--precision": data.get("precision") or "fp32", "--batch": data.get("batch") or 100})
+    else:  # the preset, with precision and batch where the config sets them
+        options["--mode"] = mode
+        options.update({flag: data[key] for flag, key in (("--precision", "precision"), ("--batch", "batch"))
+                        if data.get(key)})
+        if mode == "fast":
+            options["--compile-cache"] = f"{config['work_dir']}/torch-compile"
     if data.get("root"):
         options["--data-root"] = data["root"]
     return " ".join(f"{flag} {value}" for flag, value in options.items()) + " --quiet"

@@ -70,7 +70,7 @@ def normal(
     votes = votes.reshape(-1, 1)
     numel = math.prod(shape)
     blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=device).reshape(1, -1)
-    word3 = torch.tensor((stream << 16) | step, dtype=torch.int64, device=device)
+    word3 = torch.full((1, 1), (stream << 16) | step, dtype=torch.int64, device=device)  # no host copy
     c0, c1, c2, c3 = torch.broadcast_tensors(blocks, draws & MASK32, votes & MASK32, word3)
     w = philox4x32([c0, c1, c2, c3], (seed, image))
     z0, z1 = _box_muller(w[0], w[1])

@@ -1,9 +1,9 @@
 """The embedded default, run for real: the whole workflow on the CPU, compared with the stored numbers.
 
 `dvc repro` (= `make default`'s Snakemake run, stage by stage) computes the default from scratch in a clone of
-the repository (the `default_run` fixture, tests/conftest.py). Every table cell (`results/default/tables/*_cells.csv`)
-and every plotted number (`paper_figures/default/*_data.csv`) must equal the stored copy under
-tests/expected/default/. Tolerance: zero. Training and certification are seeded, run with one thread per job and
+the repository (the `default_run` fixture, tests/conftest.py). Every table (`results/default/tables/*.csv`: cells,
+formatted tables, the theory tables) and every plotted number (`paper_figures/default/*_data.csv`) must equal the
+stored copy under tests/expected/default/. Tolerance: zero. Training and certification are seeded, run with one thread per job and
 never depend on batch composition or job order, so the same machine type reproduces them bit for bit. If a change
 legitimately moves the numbers, refresh them with `make refresh-default` and commit the diff.
 """
@@ -44,6 +44,6 @@ def test_default_writes_every_artifact(default_run):
 @pytest.mark.slow
 def test_every_stored_number_is_rebuilt(default_run):
     """The stored copy covers every table and figure the run writes (a new artifact needs `make refresh-default`)."""
-    written = {p.relative_to(default_run) for p in (default_run / "results/default/tables").glob("*_cells.csv")}
+    written = {p.relative_to(default_run) for p in (default_run / "results/default/tables").glob("*.csv")}
     written |= {p.relative_to(default_run) for p in (default_run / "paper_figures/default").glob("*_data.csv")}
     assert written == set(STORED.values())

@@ -1,7 +1,8 @@
 """DVC for real: what `dvc repro` computed can be pushed, deleted, pulled back, and Snakemake then has nothing to redo.
 
 Runs on a copy of the `default_run` clone (tests/conftest.py), whose `dvc repro` computed the embedded default.
-The remote is a local folder; DVC runs offline (DVC_NO_ANALYTICS=1).
+The remote is a local folder; DVC runs offline (DVC_NO_ANALYTICS=1). Commands name their dvc.yaml: without a target,
+DVC would also visit pipelines/reproduction/dvc.yaml, which has no dvc.lock in a clone that never ran the paper.
 """
 
 import hashlib
@@ -65,16 +66,16 @@ def fresh_clone_state(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_push_delete_pull_then_snakemake_has_nothing_to_do(clone, tmp_path):
-    run(["dvc", "status", "-q"], clone)  # exits 1 if anything is out of date with dvc.lock
+    run(["dvc", "status", "-q", "dvc.yaml"], clone)  # exits 1 if anything is out of date with dvc.lock
     before = digests(clone)
     assert any(name.endswith("_cells.csv") for name in before) and any(name.endswith(".npz") for name in before)
 
     run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], clone)
-    run(["dvc", "push"], clone)
+    run(["dvc", "push", "dvc.yaml"], clone)
     fresh_clone_state(clone)
     assert not (clone / "results/default/tables/tableA_cells.csv").exists()
 
-    run(["dvc", "pull"], clone)
+    run(["dvc", "pull", "dvc.yaml"], clone)
     assert digests(clone) == before
     run(["make", "restore"], clone)
     result = run(["snakemake", "-n", "all"], clone)

@@ -89,3 +89,15 @@ def artifact_outputs(artifact):
 
 def resources_for(group):
     return config["resources"].get(group, {})
+
+
+def theory_outputs():
+    """Files of the theory target; none when the config has no `theory` section."""
+    if "theory" not in config:
+        return []
+    return [
+        *multiext(f"{RESULTS}/tables/theory_thm31", ".csv", ".md"),
+        *multiext(f"{FIGURES}/fig2", ".png", ".pdf", "_data.csv"),
+        *multiext(f"{RESULTS}/tables/theory_radius", ".csv", ".md"),
+        *multiext(f"{FIGURES}/theory_radius", ".png", ".pdf"),
+    ]
