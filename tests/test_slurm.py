@@ -67,7 +67,7 @@ def test_every_job_went_through_slurm(slurm_run):
     assert len(submitted) == sum(planned.values())
     assert {row["id"] for row in rows} == set(submitted.values())
     assert all(row["state"] == "COMPLETED" for row in rows), rows
-    per_rule = Counter(re.match(r"rule_([a-z_]+?)(_wildcards.*)?$", row["comment"]).group(1) for row in rows)
+    per_rule = Counter(re.match(r"rule_(\w+?)(_wildcards_.*)?$", row["comment"]).group(1) for row in rows)
     assert per_rule == planned
 
 
