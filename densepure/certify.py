@@ -118,8 +118,7 @@ class VoteCounter:
         """Labels [len(draws), K] of the purified votes of the given draws of image ``x`` (first step shared)."""
         s, K = self.setting, self.setting.K
         draws = draws.to(self.device)
-        noise = rng.normal(tuple(x.shape), s.seed, image_id, rng.SMOOTHING, draws, device=self.device)
-        x_in = model_input(x.to(self.device), noise, self.plan)
+        x_in = self._noisy_input(x, image_id, draws)
         if self.plan.one_shot:  # deterministic: the K votes of a draw are the same image
             purified = purify_votes(self.denoiser, x_in, self.plan, 1, noise_fn=None)
             return self._classify(purified).reshape(-1, 1).expand(-1, K)
@@ -136,14 +135,18 @@ class VoteCounter:
         """Labels [len(draws)] of vote ``vote`` of the given draws, all b reverse steps run (nothing shared)."""
         s = self.setting
         draws = draws.to(self.device)
-        noise = rng.normal(tuple(x.shape), s.seed, image_id, rng.SMOOTHING, draws, device=self.device)
-        x_in = model_input(x.to(self.device), noise, self.plan)
+        x_in = self._noisy_input(x, image_id, draws)
         votes = torch.full_like(draws, vote)
 
         def reverse_noise(step: int, rows: int) -> torch.Tensor:
             return rng.normal(tuple(x.shape), s.seed, image_id, rng.REVERSE, draws, votes, step, self.device)
 
         return self._classify(purify_votes(self.denoiser, x_in, self.plan, 1, reverse_noise))
+
+    def _noisy_input(self, x: torch.Tensor, image_id: int, draws: torch.Tensor) -> torch.Tensor:
+        """The scaled noisy copies (the reverse process's start) of the given draws of image ``x``."""
+        noise = rng.normal(tuple(x.shape), self.setting.seed, image_id, rng.SMOOTHING, draws, device=self.device)
+        return model_input(x.to(self.device), noise, self.plan)
 
     def _classify(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
