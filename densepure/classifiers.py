@@ -57,6 +57,7 @@ __all__ = [
     "WideBasic",
     "WideResNet",
     "build_classifier",
+    "checkpoint_file",
     "convert_hf_vit_state_dict",
     "get_classifier_spec",
     "list_classifiers",
@@ -470,6 +471,20 @@ def _strip_prefix(state_dict: dict[str, Tensor], prefix: str = "module.") -> dic
     return state_dict
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a classifier checkpoint ``path`` names: itself, or a Hugging Face model folder's
+    ``model.safetensors`` (else ``pytorch_model.bin``); ClassifierError when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("model.safetensors", "pytorch_model.bin"):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise ClassifierError(f"checkpoint folder {path} has no model.safetensors or pytorch_model.bin")
+    if not path.is_file():
+        raise ClassifierError(f"checkpoint file not found: {path}")
+    return path
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     """Read a local checkpoint into a flat ``{key: tensor}`` state dict on CPU.
 
@@ -479,16 +494,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     tensors/containers into an inert stand-in, and the state dict is read off the stand-in module tree. State
     dicts nested under ``state_dict`` / ``model`` / ``net`` / ``module`` and a ``module.`` prefix are unwrapped.
     """
-    path = Path(path)
-    if path.is_dir():
-        for candidate in ("model.safetensors", "pytorch_model.bin"):
-            if (path / candidate).is_file():
-                path = path / candidate
-                break
-        else:
-            raise ClassifierError(f"checkpoint folder {path} has no model.safetensors or pytorch_model.bin")
-    if not path.is_file():
-        raise ClassifierError(f"checkpoint file not found: {path}")
+    path = checkpoint_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

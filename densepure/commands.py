@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from .data import NUM_CLASSES, DataError, load_dataset, parse_ids
@@ -48,6 +49,16 @@ def setting_from_args(args: argparse.Namespace, execution=None) -> Setting:
     return setting
 
 
+def checkpoint_digests(diffusion_ckpt: str | Path, classifier_ckpt: str | Path | None) -> dict:
+    """sha256 of the weights files a certification job loads (``classifier`` is None for random weights): part of
+    the votes' setting. Call after the models loaded (they report a missing file)."""
+    from .classifiers import checkpoint_file
+    from .download import sha256
+
+    return {"diffusion": sha256(diffusion_ckpt),
+            "classifier": sha256(checkpoint_file(classifier_ckpt)) if classifier_ckpt else None}
+
+
 def check_ids(ids: list[int], length: int, dataset: str) -> None:
     bad = [i for i in ids if not 0 <= i < length]
     if bad:
@@ -76,6 +87,7 @@ def certify(args: argparse.Namespace) -> int:
                                    attention=execution.attention)
     classifier = build_classifier(args.classifier, checkpoint=args.classifier_ckpt, preprocessing=args.preprocessing,
                                   device=device)
+    setting = replace(setting, checkpoints=checkpoint_digests(args.diffusion_ckpt, args.classifier_ckpt))
     denoiser, classify = prepare_models(net, classifier, execution)
     plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
     store = VotesStore(args.votes_dir, setting.as_dict(), num_classes=dataset.num_classes,

@@ -18,7 +18,10 @@ SETTING_COLUMNS = ["dataset", "classifier", "method", "sigma", "b", "K", "N0", "
 
 @dataclass(frozen=True)
 class Setting:
-    """What defines a votes store: two runs with equal settings produce identical votes."""
+    """What defines a votes store: two runs with equal settings produce identical votes.
+
+    ``checkpoints`` holds the sha256 of each weights file (``diffusion``, ``classifier``; see
+    :func:`densepure.commands.checkpoint_digests`), so a store refuses votes computed with other weights under the same model names."""
 
     dataset: str
     diffusion: str
@@ -34,6 +37,7 @@ class Setting:
     preprocessing: str = "reference"
     precision: str = "fp32"
     attention: str = "sdpa"
+    checkpoints: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:

@@ -145,3 +145,22 @@ def test_votes_from_another_setting_or_truncated_are_refused(models, tmp_path):
     result = run_cli(["aggregate", "--votes-dir", str(tmp_path / "votes"), "--K", "1", "--ids", "0",
                       "--out", str(tmp_path / "K{K}.tsv")])
     assert result.returncode == 2 and "0.npz" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_votes_of_other_weights_under_the_same_names_are_refused(models, tmp_path):
+    """The setting records each checkpoint's sha256: retrained weights saved under the same file name must not
+    extend a store computed with the old ones."""
+    from densepure.download import sha256
+
+    unet = tmp_path / "unet.pt"
+    unet.write_bytes(models["unet"].read_bytes())
+    args = certify_args({**models, "unet": unet}, tmp_path, ids="0")
+    assert main(args) == 0
+    recorded = VotesStore.open(tmp_path / "votes").setting["checkpoints"]
+    assert recorded == {"diffusion": sha256(unet), "classifier": sha256(models["cnn"])}
+    torch.manual_seed(1)
+    save_bundle(unet, UNetModel(digits_unet_config()), cosine_schedule(1000))
+    result = run_cli(certify_args({**models, "unet": unet}, tmp_path, ids="0,1"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "checkpoints.diffusion" in result.stderr and recorded["diffusion"] in result.stderr
+    assert VotesStore.open(tmp_path / "votes").stored_ids() == [0]
