@@ -47,3 +47,22 @@ def test_every_stored_number_is_rebuilt(default_run):
     written = {p.relative_to(default_run) for p in (default_run / "results/default/tables").glob("*.csv")}
     written |= {p.relative_to(default_run) for p in (default_run / "paper_figures/default").glob("*_data.csv")}
     assert written == set(STORED.values())
+
+
+@pytest.mark.slow
+def test_cpu_benchmark_breaks_the_run_down_by_stage(default_run):
+    """benchmarks/default_stages.py (the CPU benchmark of the default's stages) reads the run's Snakemake benchmark
+    files: one row per stage, one job per certification shard, table and figure."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "benchmarks/default_stages.py", "work/default/benchmarks"], cwd=default_run,
+                         capture_output=True, text=True, check=True).stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in out.splitlines()[2:] if line.startswith("|")}
+    assert set(rows) == {"train", "certify", "aggregate", "table", "figure", "theory"}
+    shards = list((default_run / "work/default/shards").rglob("*.tsv"))
+    tables = list((default_run / "results/default/tables").glob("table*.tex"))
+    figures = list((default_run / "paper_figures/default").glob("fig[34]*.png"))  # fig2 is a theory job
+    assert [int(rows[stage][0]) for stage in ("certify", "table", "figure")] == [len(shards), len(tables),
+                                                                                len(figures)]
+    assert all(float(total) > 0 for _, total, _ in rows.values())

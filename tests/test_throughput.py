@@ -249,3 +249,30 @@ def test_benchmark_smoke_writes_rates_that_estimate_uses(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert code.returncode == 0, code.stderr
     assert f"guided-imagenet256 bf16 {data['diffusion']['guided-imagenet256']['bf16']:g}" in code.stdout
+
+
+def test_benchmark_measures_the_issues_full_size_networks_at_the_papers_setting():
+    """The GPU benchmark's suites are the full-size networks whose cost the throughput issue quotes (FLOPs per
+    image counted on the meta device: ADM-256 2.24 T, CIFAR-10 50M UNet 16.8 G, BEiT-L-512 0.72 T) at K = 40,
+    b = 10."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from densepure.classifiers import get_classifier_spec
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import throughput
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    suites = {s.dataset: s for s in throughput.FULL}
+    assert throughput.unet_flops(suites["imagenet"].unet) == pytest.approx(2.24e12, rel=2e-3)
+    assert throughput.unet_flops(suites["cifar10"].unet) == pytest.approx(16.8e9, rel=2e-3)
+    assert [(s.classifier, s.K, s.b) for s in (suites["imagenet"], suites["cifar10"])] == [
+        ("beit-large-512", 40, 10), ("vit-b16-cifar10", 40, 10)]
+    spec = get_classifier_spec("beit-large-512")
+    with torch.device("meta"):
+        beit = spec.build_model()
+        x = torch.zeros(1, 3, spec.input_size, spec.input_size)
+    with FlopCounterMode(display=False) as counter:
+        beit(x)
+    assert counter.get_total_flops() == pytest.approx(0.72e12, rel=1e-2)
