@@ -56,8 +56,10 @@ def test_cpu_benchmark_breaks_the_run_down_by_stage(default_run):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "benchmarks/default_stages.py", "work/default/benchmarks"], cwd=default_run,
-                         capture_output=True, text=True, check=True).stdout
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/default_stages.py"), "work/default/benchmarks"],
+                         cwd=default_run, capture_output=True, text=True, check=True).stdout
     rows = {line.split("|")[1].strip(): line.split("|")[2:5] for line in out.splitlines()[2:] if line.startswith("|")}
     assert set(rows) == {"train", "certify", "aggregate", "table", "figure", "theory"}
     shards = list((default_run / "work/default/shards").rglob("*.tsv"))
