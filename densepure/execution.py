@@ -13,6 +13,7 @@ option changes:
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 MODES = ("custom", "reference", "fast")
@@ -80,3 +81,23 @@ def resolve_execution(mode: str, dataset: str, device_type: str = "cpu", **overr
     values = mode_preset(mode, dataset, device_type)
     values.update({key: value for key, value in overrides.items() if value is not None})
     return Execution(mode=mode, **values)
+
+
+# Math libraries pick their kernels by the CPU they find (MKL, oneDNN and ATen by vector width, OpenBLAS by core
+# type), and their float rounding differs between kernels: a CPU run trained and certified on one x86 machine
+# measurably gives other models, votes and a few other radii on another (seen: an AVX-512/AMX Xeon vs the machine
+# the stored numbers came from). These settings select the same AVX2 kernels on every x86-64 CPU with AVX2 and FMA,
+# Intel or AMD; MKL's COMPATIBLE path is its vendor-independent one. They must be in the environment before the
+# process loads the libraries, so the workflow sets them for its jobs (config key `portable_cpu_numerics`).
+PORTABLE_CPU_ENV = {
+    "MKL_CBWR": "COMPATIBLE",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
+
+def portable_cpu_env() -> dict[str, str]:
+    """Environment variables under which a CPU computation gives bit-identical results on any x86-64 CPU with AVX2
+    (same library versions and thread count); empty on other architectures, where no such promise is made."""
+    return dict(PORTABLE_CPU_ENV) if platform.machine().lower() in ("x86_64", "amd64") else {}

@@ -9,9 +9,15 @@ from snakemake.utils import validate
 # Validate before importing densepure (it loads torch, seconds): a config the schema rejects fails at once.
 validate(config, "../schemas/config.schema.yaml")
 
-from densepure import grid
+import os
+
+from densepure import execution, grid
 
 grid.check_config(config)
+
+# Jobs inherit this process's environment (locally, and through sbatch's default --export=ALL on Slurm).
+if config["portable_cpu_numerics"]:
+    os.environ.update(execution.portable_cpu_env())
 
 RUN = config["run"]
 WORK = f"{config['work_dir']}/{RUN}"
