@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 MODES = ("custom", "reference", "fast")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -99,5 +100,7 @@ PORTABLE_CPU_ENV = {
 
 def portable_cpu_env() -> dict[str, str]:
     """Environment variables under which a CPU computation gives bit-identical results on any x86-64 CPU with AVX2
-    (same library versions and thread count); empty on other architectures, where no such promise is made."""
-    return dict(PORTABLE_CPU_ENV) if platform.machine().lower() in ("x86_64", "amd64") else {}
+    (same library versions and thread count); empty on other CPUs, where no such promise is made."""
+    cpuinfo = Path("/proc/cpuinfo")
+    avx2 = cpuinfo.is_file() and "avx2" in cpuinfo.read_text()
+    return dict(PORTABLE_CPU_ENV) if platform.machine().lower() in ("x86_64", "amd64") and avx2 else {}

@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, the experiment grid (densepure.grid) and output paths.
 # No experiment logic lives here: it is in the densepure package, where the tests reach it.
 
+import os
 import yaml
 from pathlib import Path
 
@@ -8,8 +9,6 @@ from snakemake.utils import validate
 
 # Validate before importing densepure (it loads torch, seconds): a config the schema rejects fails at once.
 validate(config, "../schemas/config.schema.yaml")
-
-import os
 
 from densepure import execution, grid
 
