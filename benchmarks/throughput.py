@@ -10,8 +10,9 @@ random weights, both modes are built exactly as ``densepure certify --mode refer
 * classifier images/s at the same batch;
 * end-to-end seconds per certified image at K = 40, b = 10 (the paper's main setting; the CPU-only ``digits`` suite:
   the embedded default's K = 10, b = 5) for N0 + N = 10,100 and 100,100 draws, extrapolated from
-  timed :class:`densepure.certify.VoteCounter` batches (noise generation, purification, preprocessing,
-  classification: everything but data loading and certification arithmetic), and the ratio reference / fast;
+  timed :class:`densepure.certify.Purifier` calls (noise generation, purification, preprocessing,
+  classification: everything but data loading and certification arithmetic; no lazy votes or early stopping, whose
+  savings are counted in calls by benchmarks/savings.py), and the ratio reference / fast;
 * how often the two modes' labels agree on the (draw, vote) cells both computed (same image, same seeds).
 
 Everything runs under one time budget (``--budget`` seconds, checked before each stage and inside the timing
@@ -35,13 +36,13 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from densepure.certify import VoteCounter, prepare_models
+from densepure.certify import Purifier, prepare_models
 from densepure.classifiers import RandomWeightsWarning, build_classifier
 from densepure.execution import resolve_execution
-from densepure.results import Setting
 from densepure.schedule import make_plan, make_schedule
 from densepure.small_models import digits_unet_config
 from densepure.train import DIFFUSION_T
@@ -151,7 +152,7 @@ class CountingClassifier:
 
 
 def build(suite: Suite, mode: str, device: torch.device, compile_: bool | None, cache: str | None):
-    """The mode's denoiser, classifier and VoteCounter with random weights, as `densepure certify` builds them."""
+    """The mode's denoiser, classifier and Purifier with random weights, as `densepure certify` builds them."""
     execution = resolve_execution(mode, suite.dataset, device.type, compile=compile_, compile_cache=cache,
                                   batch=suite.batches.get(mode))
     torch.manual_seed(0)
@@ -162,67 +163,67 @@ def build(suite: Suite, mode: str, device: torch.device, compile_: bool | None, 
     net.set_torso_dtype(DTYPES[execution.precision])
     denoiser, classify = prepare_models(net, classifier, execution)
     counting = CountingClassifier(classify, device)
-    setting = Setting(suite.dataset, suite.arch, suite.classifier, suite.sigma, suite.b, suite.K,
-                      precision=execution.precision, attention=execution.attention)
     plan = make_plan(suite.sigma, suite.b, make_schedule(*suite.schedule))
-    counter = VoteCounter(denoiser, counting, plan, setting, batch=execution.batch, device=device,
-                          shared_first_step=execution.shared_first_step)
-    return execution, denoiser, classify, counter, counting
+    purifier = Purifier(denoiser, counting, plan, None, seed=0, rows=execution.batch, device=device,
+                        shared_first_step=execution.shared_first_step)
+    return execution, denoiser, classify, purifier, counting
 
 
 def measure(suite: Suite, mode: str, clock: Clock, args, flops: int, peak: float,
             compile_: bool | None = None) -> tuple[dict, dict]:
     """All measurements of one (suite, mode), and the labels of its end-to-end batches by (draw, vote)."""
     device = clock.device
-    execution, denoiser, classify, counter, counting = build(suite, mode, device, compile_, args.compile_cache)
+    execution, denoiser, classify, purifier, counting = build(suite, mode, device, compile_, args.compile_cache)
     size, channels = suite.unet.image_size, suite.unet.in_channels
-    draws_per_batch = counter.draws_per_batch() if execution.shared_first_step else execution.batch
-    rows = draws_per_batch * suite.K if execution.shared_first_step else execution.batch
+    rows = execution.batch
     x_rows = torch.randn(rows, channels, size, size, device=device)
-    t_rows = torch.full((rows,), float(counter.plan.model_timesteps[1]), device=device)
+    t_rows = torch.full((rows,), float(purifier.plan.model_timesteps[1]), device=device)
     images = torch.rand(rows, channels, size, size, device=device) * 2 - 1
     image = torch.rand(channels, size, size, generator=torch.Generator().manual_seed(0))
+    purifier.add_image(7, image)
     labels: dict[tuple[int, int], int] = {}
-    next_draw, next_vote = 0, 0
+    # The rows of the vote calls timed: the first rows // K draws with all K votes (both modes compute these cells,
+    # so their labels can be compared); with the shared first step those draws' first steps are held.
+    first_draws = np.arange(rows)
+    unit_draws = np.repeat(np.arange(max(1, rows // suite.K)), suite.K)[:rows]
+    unit_votes = np.tile(np.arange(suite.K), max(1, rows // suite.K))[:rows]
+    no_one_shot = np.zeros(rows, dtype=bool)
 
-    def e2e_batch():  # one VoteCounter batch; its labels are kept
-        nonlocal next_draw, next_vote
-        if execution.shared_first_step:
-            draws = torch.arange(next_draw, next_draw + draws_per_batch, device=device)
-            out = counter.labels_for_draws(image, 7, draws).cpu()
-            labels.update({(d, v): int(out[i, v]) for i, d in enumerate(draws.tolist()) for v in range(suite.K)})
-            next_draw += draws_per_batch
-        else:
-            draws = torch.arange(0, execution.batch, device=device)
-            out = counter.labels_for_vote(image, 7, draws, next_vote).cpu()
-            labels.update({(d, next_vote): int(out[i]) for i, d in enumerate(draws.tolist())})
-            next_vote += 1
+    def first_call():
+        purifier.first_steps(np.full(rows, 7), first_draws, np.ones(rows, dtype=bool), no_one_shot)
+
+    def vote_call():
+        out = purifier.votes(np.full(len(unit_draws), 7), unit_draws, unit_votes)
+        labels.update({(int(d), int(v)): int(y) for d, v, y in zip(unit_draws, unit_votes, out)})
 
     min_seconds = 0.2 if args.smoke else 5.0
     with torch.no_grad():
         began = time.monotonic()
         denoiser(x_rows, t_rows)  # compiles (if compiled) and warms up
         classify(images)
-        e2e_batch()
+        if execution.shared_first_step:
+            first_call()
+        vote_call()
         clock.sync()
         warmup = time.monotonic() - began
         unet_s, unet_runs = clock.time(lambda: denoiser(x_rows, t_rows), min_seconds)
         cls_s, cls_runs = clock.time(lambda: classify(images), min_seconds)
-        batch_s, batches = clock.time(e2e_batch, min_seconds)
-    draw_votes_per_batch = draws_per_batch * (suite.K if execution.shared_first_step else 1)
-    seconds_per_draw = batch_s / draw_votes_per_batch * suite.K  # all K votes of one draw
+        first_s = clock.time(first_call, min_seconds)[0] if execution.shared_first_step else 0.0
+        vote_s, batches = clock.time(vote_call, min_seconds)
+    # per draw: its share of a first-step call (one row of `rows`) and K rows of vote calls
+    seconds_per_draw = first_s / rows + suite.K * vote_s / rows
     unet_rate, cls_rate = rows / unet_s, rows / cls_s
     result = {
         "suite": suite.dataset, "mode": mode, "K": suite.K, "b": suite.b, "execution": asdict(execution),
-        "unet_rows": rows,
-        "draws_per_batch": draws_per_batch, "unet_images_per_s": unet_rate, "unet_calls_timed": unet_runs,
+        "unet_rows": rows, "unet_images_per_s": unet_rate, "unet_calls_timed": unet_runs,
         "unet_tflop_per_image": flops / 1e12, "unet_mfu": unet_rate * flops / peak,
         "classifier_images_per_s": cls_rate, "classifier_calls_timed": cls_runs,
-        "batch_seconds": batch_s, "batches_timed": batches, "warmup_seconds": warmup,
+        "first_step_call_seconds": first_s, "vote_call_seconds": vote_s, "vote_calls_timed": batches,
+        "warmup_seconds": warmup,
         "seconds_per_image": {name: seconds_per_draw * draws for name, draws in DRAWS.items()},
         "nonfinite_logit_rows": int(counting.nonfinite),
     }
-    del denoiser, classify, counter, counting, x_rows, images
+    del denoiser, classify, purifier, counting, x_rows, images
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result, labels

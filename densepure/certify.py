@@ -1,19 +1,25 @@
-"""The certification job: votes for each image of a setting, stored as they finish, then certified radii.
+"""The certification job: the votes of each image of a setting, computed lazily, stored as they finish.
 
 For one image ``x`` (pixel space) and draw ``j`` the smoothing noise ``n_j`` and, for vote ``k``, the reverse noise
-come from :mod:`densepure.rng` addressed by (seed, image, draw[, vote, step]); so the votes do not depend on the
-batch size, the shard split or where a killed job resumed. Draws ``0..N0-1`` select the class, ``N0..N0+N-1``
-estimate its probability (Cohen et al.).
+come from :mod:`densepure.rng` addressed by (seed, image, draw[, vote, step]). Draws ``0..N0-1`` select the class,
+``N0..N0+N-1`` estimate its probability (Cohen et al.). Which draws and votes an image needs is decided by
+:class:`densepure.lazy.ImageVotes`; this module runs them on the networks.
+
+The job is a scheduler of rows. A network call holds either the *first reverse steps* of noisy draws (one row per
+draw; its output also gives the one-shot baseline's x0, so the one-shot store of the same draws costs one classifier
+call per draw) or the *votes* that follow (one row per (draw, vote), the remaining b - 1 steps). Rows come from
+every image in progress, so calls stay full: settled draws leave, the next draws (and the next images) take their
+rows. Every call has exactly ``rows`` rows (a short one is padded): a row's result then does not depend on its
+neighbours (float kernels are chosen by shape), so the votes are identical whatever the schedule, the savings and
+the resume point.
 """
 
 from __future__ import annotations
 
-import datetime
-import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +27,13 @@ import numpy as np
 import torch
 
 from . import rng
-from .denoise import Denoiser, model_input, purify_votes
+from .denoise import Denoiser, Step, model_input, sample_step, step_statistics
 from .execution import Execution
-from .schedule import ReversePlan
+from .lazy import ImageVotes, Savings
 from .results import Setting, result_row, write_tsv
-from .votes import VotesStore
+from .schedule import ReversePlan
+from .smoothing import NOT_COMPUTED
+from .votes import VotesError, VotesStore
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]
 
@@ -34,7 +42,7 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 class Compiled:
     """``torch.compile`` of a module whose inputs' first dimension is marked dynamic: one graph for every batch
-    size (the shared first step runs on draws, later steps on draws x votes, the last batch may be smaller)."""
+    size."""
 
     def __init__(self, module: torch.nn.Module, backend: str | Callable = "inductor"):
         self.module = module
@@ -88,149 +96,482 @@ def prepare_models(net: torch.nn.Module, classifier: Classifier, execution: Exec
     return denoiser, ClassifierCall(classifier, execution.classifier_precision, execution.compile)
 
 
-@dataclass
-class VoteCounter:
-    """Computes the [N0 + N, K] label matrix of one image with a denoiser, a plan and a classifier.
+# --- the networks ---------------------------------------------------------------------------------------------
 
-    ``shared_first_step`` (default): a network batch holds ``batch // K`` draws with all their K votes, and the
-    first reverse step runs once per draw. Otherwise (the reference's cost) every vote runs all b steps and a batch
-    holds ``batch`` draws of one vote. Both compute the same votes: noise is addressed by (draw, vote, step).
-    Labels stay on ``device`` until the image is done (one host synchronisation per image).
+
+def shares_first_call(plan: ReversePlan, one_shot: ReversePlan) -> bool:
+    """Whether a one-shot plan's network call is DensePure's first one: same input scale and noise, same timestep
+    (DensePure's own one-shot, SPEC §5.1; not Carlini et al.'s, whose t and scale differ)."""
+    return (plan.scale, plan.noise_sigma, plan.model_timesteps[0]) == (
+        one_shot.scale, one_shot.noise_sigma, one_shot.model_timesteps[0])
+
+
+class Purifier:
+    """Runs rows of many images through the networks, ``rows`` rows per call.
+
+    ``plan`` is DensePure's b-step plan (None for a one-shot-only job), ``one_shot`` a one-shot plan whose labels
+    come from the first call (None: none wanted). With ``shared_first_step`` the first step of a draw runs once and
+    its posterior mean and variance are kept for the draw's votes; otherwise (the reference's cost) every vote runs
+    all b steps from the noisy input. Counts the rows it runs (``unet_rows``, ``classifier_rows``, padding included).
     """
 
-    denoiser: Denoiser
-    classifier: Classifier
-    plan: ReversePlan
-    setting: Setting
-    batch: int = 100
-    device: torch.device = torch.device("cpu")
-    shared_first_step: bool = True
+    def __init__(self, denoiser: Denoiser, classifier: Classifier, plan: ReversePlan | None,
+                 one_shot: ReversePlan | None, seed: int, rows: int = 100, device: torch.device | str = "cpu",
+                 shared_first_step: bool = True):
+        if plan is None and one_shot is None:
+            raise ValueError("a Purifier needs a plan or a one-shot plan")
+        if plan is not None and plan.one_shot:
+            plan, one_shot = None, plan
+        if plan is not None and one_shot is not None and not shares_first_call(plan, one_shot):
+            raise ValueError("the one-shot plan does not share DensePure's first network call (other t or scale)")
+        self.denoiser, self.classifier, self.plan, self.one_shot = denoiser, classifier, plan, one_shot
+        self.start = plan or one_shot
+        self.seed, self.rows, self.device = seed, int(rows), torch.device(device)
+        self.shared_first_step = shared_first_step
+        self.images: dict[int, torch.Tensor] = {}
+        self.stats: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}  # image -> draw -> first step
+        self.unet_rows = self.classifier_rows = 0
 
-    def draws_per_batch(self) -> int:
-        """Noisy draws per network batch: ``batch`` rows of (draw, vote); a one-shot plan needs one row per draw."""
-        votes = 1 if self.plan.one_shot else self.setting.K
-        return max(1, self.batch // votes)
+    def add_image(self, image_id: int, x: torch.Tensor) -> None:
+        self.images[image_id] = x.to(self.device)
+        self.stats[image_id] = {}
 
-    def _draws(self, start: int, stop: int) -> torch.Tensor:
-        return torch.arange(start, stop, device=self.device)
+    def drop_image(self, image_id: int) -> None:
+        self.images.pop(image_id, None)
+        self.stats.pop(image_id, None)
 
-    def labels_for_draws(self, x: torch.Tensor, image_id: int, draws: torch.Tensor) -> torch.Tensor:
-        """Labels [len(draws), K] of the purified votes of the given draws of image ``x`` (first step shared)."""
-        s, K = self.setting, self.setting.K
-        draws = draws.to(self.device)
-        x_in = self._noisy_input(x, image_id, draws)
-        if self.plan.one_shot:  # deterministic: the K votes of a draw are the same image
-            purified = purify_votes(self.denoiser, x_in, self.plan, 1, noise_fn=None)
-            return self._classify(purified).reshape(-1, 1).expand(-1, K)
-        vote_draws = draws.repeat_interleave(K)
-        vote_ids = torch.arange(K, device=self.device).repeat(len(draws))
+    def held(self, image_id: int) -> list[int]:
+        """Draws of the image whose first step is kept, ascending."""
+        return sorted(self.stats.get(image_id, {}))
 
-        def reverse_noise(step: int, rows: int) -> torch.Tensor:
-            return rng.normal(tuple(x.shape), s.seed, image_id, rng.REVERSE, vote_draws, vote_ids, step, self.device)
+    def release(self, image_id: int, draws) -> None:
+        held = self.stats.get(image_id, {})
+        for d in draws:
+            held.pop(int(d), None)
 
-        purified = purify_votes(self.denoiser, x_in, self.plan, K, reverse_noise)
-        return self._classify(purified).reshape(len(draws), K)
+    # -- batched building blocks --
 
-    def labels_for_vote(self, x: torch.Tensor, image_id: int, draws: torch.Tensor, vote: int) -> torch.Tensor:
-        """Labels [len(draws)] of vote ``vote`` of the given draws, all b reverse steps run (nothing shared)."""
-        s = self.setting
-        draws = draws.to(self.device)
-        x_in = self._noisy_input(x, image_id, draws)
-        votes = torch.full_like(draws, vote)
+    def _by_image(self, images: np.ndarray, make: Callable[[int, np.ndarray], torch.Tensor]) -> torch.Tensor:
+        """``make(image_id, positions)`` per image of the rows, placed at their positions."""
+        parts, order = [], []
+        for image_id in dict.fromkeys(images.tolist()):
+            where = np.flatnonzero(images == image_id)
+            parts.append(make(image_id, where))
+            order.append(where)
+        out = torch.cat(parts)
+        index = torch.as_tensor(np.argsort(np.concatenate(order), kind="stable"), device=out.device)
+        return out.index_select(0, index)
 
-        def reverse_noise(step: int, rows: int) -> torch.Tensor:
-            return rng.normal(tuple(x.shape), s.seed, image_id, rng.REVERSE, draws, votes, step, self.device)
+    def _noisy_inputs(self, images: np.ndarray, draws: np.ndarray) -> torch.Tensor:
+        shape = tuple(next(iter(self.images.values())).shape)
+        plan = self.start
 
-        return self._classify(purify_votes(self.denoiser, x_in, self.plan, 1, reverse_noise))
+        def make(image_id, where):
+            noise = rng.normal(shape, self.seed, image_id, rng.SMOOTHING, torch.as_tensor(draws[where]),
+                               device=self.device)
+            return model_input(self.images[image_id], noise, plan)
 
-    def _noisy_input(self, x: torch.Tensor, image_id: int, draws: torch.Tensor) -> torch.Tensor:
-        """The scaled noisy copies (the reverse process's start) of the given draws of image ``x``."""
-        noise = rng.normal(tuple(x.shape), self.setting.seed, image_id, rng.SMOOTHING, draws, device=self.device)
-        return model_input(x.to(self.device), noise, self.plan)
+        return self._by_image(images, make)
 
-    def _classify(self, images: torch.Tensor) -> torch.Tensor:
+    def _reverse_noise(self, images: np.ndarray, draws: np.ndarray, votes: np.ndarray, step: int) -> torch.Tensor:
+        shape = tuple(next(iter(self.images.values())).shape)
+        return self._by_image(images, lambda i, w: rng.normal(
+            shape, self.seed, i, rng.REVERSE, torch.as_tensor(draws[w]), torch.as_tensor(votes[w]), step,
+            self.device))
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(x)
+        if n > self.rows:
+            raise ValueError(f"{n} rows in a call of {self.rows}")
+        return x if n == self.rows else torch.cat([x, x[:1].expand(self.rows - n, *x.shape[1:])])
+
+    def _net(self, x: torch.Tensor, timestep: float) -> torch.Tensor:
+        t = torch.full((self.rows,), timestep, dtype=torch.float32, device=x.device)
+        self.unet_rows += self.rows
         with torch.no_grad():
-            return self.classifier(images).argmax(dim=1)
+            return self.denoiser(self._padded(x), t)[:len(x)]
 
-    def votes(self, x: torch.Tensor, image_id: int, progress: Callable[[float], None] | None = None) -> np.ndarray:
-        """All votes of one image: int64 array [N0 + N, K]."""
-        total, K = self.setting.N0 + self.setting.N, self.setting.K
-        x = x.to(self.device)
-        labels = torch.empty((total, K), dtype=torch.int64, device=self.device)
-        if self.shared_first_step or self.plan.one_shot:
-            step = self.draws_per_batch()
-            for start in range(0, total, step):
-                stop = min(start + step, total)
-                labels[start:stop] = self.labels_for_draws(x, image_id, self._draws(start, stop))
-                if progress:
-                    progress(stop - start)
-        else:  # the reference's order: one pass over the draws per vote (it ran one job per reverse seed)
-            for vote in range(K):
-                for start in range(0, total, self.batch):
-                    stop = min(start + self.batch, total)
-                    labels[start:stop, vote] = self.labels_for_vote(x, image_id, self._draws(start, stop), vote)
-                    if progress:
-                        progress((stop - start) / K)
-        return labels.cpu().numpy()
+    def _classify(self, images: torch.Tensor) -> np.ndarray:
+        self.classifier_rows += self.rows
+        with torch.no_grad():
+            return self.classifier(self._padded(images)).argmax(dim=1)[:len(images)].cpu().numpy()
 
+    # -- the two kinds of call --
 
-class Progress:
-    """A one-line progress report on stderr: images done, draws per second, ETA."""
+    def first_steps(self, images: np.ndarray, draws: np.ndarray, keep: np.ndarray, one_shot: np.ndarray
+                    ) -> np.ndarray:
+        """The first network call on the noisy draws ``(images[i], draws[i])``: keeps the first step of the rows
+        with ``keep`` for their votes; returns the one-shot labels of the rows with ``one_shot`` (NOT_COMPUTED
+        elsewhere)."""
+        x_in = self._noisy_inputs(images, draws)
+        out = self._net(x_in, self.start.model_timesteps[0])
+        labels = np.full(len(draws), NOT_COMPUTED, dtype=np.int64)
+        if keep.any():
+            rows = torch.as_tensor(np.flatnonzero(keep), device=x_in.device)
+            step = step_statistics(out[rows], x_in[rows], self.plan.b - 1, self.plan.coef)
+            for j, i in enumerate(np.flatnonzero(keep)):
+                self.stats[int(images[i])][int(draws[i])] = (step.mean[j], step.log_variance[j])
+        if one_shot.any():
+            rows = torch.as_tensor(np.flatnonzero(one_shot), device=x_in.device)
+            x0 = step_statistics(out[rows], x_in[rows], 0, self.one_shot.coef).x0
+            labels[one_shot] = self._classify(x0)
+        return labels
 
-    def __init__(self, images: int, draws_per_image: int, enabled: bool = True):
-        self.total = images * draws_per_image
-        self.done = 0
-        self.images, self.finished = images, 0
-        self.start = time.monotonic()
-        self.enabled = enabled
-
-    def draws(self, count: float) -> None:
-        self.done += count
-        self._print()
-
-    def image(self) -> None:
-        self.finished += 1
-        self._print(final=self.finished == self.images)
-
-    def _print(self, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        eta_text = str(datetime.timedelta(seconds=int(eta))) if math.isfinite(eta) else "?"
-        sys.stderr.write(f"\rimages {self.finished}/{self.images}  draws {self.done:,.0f}/{self.total:,}  "
-                         f"{rate:,.0f} draws/s  ETA {eta_text}   ")
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def votes(self, images: np.ndarray, draws: np.ndarray, votes: np.ndarray) -> np.ndarray:
+        """Labels of vote ``votes[i]`` of draw ``draws[i]`` of image ``images[i]`` (b reverse steps; with the shared
+        first step, that step comes from :meth:`first_steps`)."""
+        plan = self.plan
+        if self.shared_first_step:
+            kept = [self.stats[int(i)][int(d)] for i, d in zip(images, draws)]
+            first_mean = torch.stack([mean for mean, _ in kept])
+            first_log_variance = torch.stack([log_variance for _, log_variance in kept])
+        else:
+            x_in = self._noisy_inputs(images, draws)
+            step = step_statistics(self._net(x_in, plan.model_timesteps[0]), x_in, plan.b - 1, plan.coef)
+            first_mean, first_log_variance = step.mean, step.log_variance
+        first = Step(first_mean, first_mean, first_log_variance)
+        x = sample_step(first, plan.b - 1, self._reverse_noise(images, draws, votes, 0))
+        for i in range(1, plan.b):
+            k = plan.b - 1 - i
+            step = step_statistics(self._net(x, plan.model_timesteps[i]), x, k, plan.coef)
+            x = sample_step(step, k, self._reverse_noise(images, draws, votes, i) if k > 0 else None)
+        return self._classify(x)
 
 
-def run_certification(
-    counter: VoteCounter,
-    dataset,
-    ids: list[int],
-    store: VotesStore,
-    tsv_path: Path,
-    alpha: float,
-    progress: bool = True,
-) -> None:
-    """Compute and store the votes of every image in ``ids`` not yet in ``store``; rewrite the TSV after each.
+# --- one image in progress ---------------------------------------------------------------------------------------
 
-    Killing the job loses at most the image in progress: finished images are atomically stored and skipped on
-    the next run, and the TSV is rebuilt from the store.
-    """
-    setting = counter.setting
-    row = lambda i: result_row(i, store.read(i), setting, setting.K, alpha, dataset.num_classes)  # noqa: E731
-    rows = {i: row(i) for i in ids if store.has(i)}
-    todo = [i for i in ids if i not in rows]
-    report = Progress(len(todo), setting.N0 + setting.N, enabled=progress)
-    write_tsv(tsv_path, rows.values())
-    for image_id in todo:
-        x, label = dataset[image_id]
+
+@dataclass
+class ImageJob:
+    """An image in progress: its DensePure votes (``dp``) and one-shot votes (``os``), either None when not wanted."""
+
+    image_id: int
+    label: int
+    dp: ImageVotes | None
+    os: ImageVotes | None
+    seconds: float = 0.0
+    claims: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return (self.dp is None or self.dp.done) and (self.os is None or self.os.done)
+
+    def first_step_rows(self, purifier: Purifier, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to ``limit`` draws whose first call is due: (draws, keep for votes, one-shot label wanted)."""
+        R = (self.dp or self.os).labels.shape[0]
+        want_dp = np.zeros(R, dtype=bool)
+        if self.dp is not None and not self.dp.done and purifier.shared_first_step:
+            want_dp = self.dp.need > 0
+            want_dp[purifier.held(self.image_id)] = False
+        want_os = self.os.need > 0 if self.os is not None and not self.os.done else np.zeros(R, dtype=bool)
+        draws = np.flatnonzero(want_dp | want_os)[:limit]
+        return draws, want_dp[draws], want_os[draws]
+
+    def vote_rows(self, purifier: Purifier, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``limit`` (draw, vote) rows due: the next votes of draws whose first step is held (or any draw
+        without the shared first step)."""
+        if self.dp is None or self.dp.done:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        draws_out, votes_out, total = [], [], 0
+        due = purifier.held(self.image_id) if purifier.shared_first_step else np.flatnonzero(self.dp.need > 0)
+        for d in due:
+            if self.dp.need[d] == 0:
+                continue
+            m, n = int(self.dp.computed[d]), int(self.dp.need[d])
+            take = min(n, limit - total)
+            draws_out.append(np.full(take, d))
+            votes_out.append(np.arange(m, m + take))
+            total += take
+            if total >= limit:
+                break
+        if not draws_out:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(draws_out), np.concatenate(votes_out)
+
+
+class Scheduler:
+    """Runs the images of a job through one :class:`Purifier`: fills every call from the images in progress,
+    opening the next image when they cannot fill it; calls ``finish(job)`` when an image is done and
+    ``checkpoint(jobs)`` every ``checkpoint_seconds``."""
+
+    def __init__(self, purifier: Purifier, finish: Callable[[ImageJob], None],
+                 checkpoint: Callable[[list[ImageJob]], None] | None = None, checkpoint_seconds: float = 300.0,
+                 on_draws: Callable[[int], None] | None = None):
+        self.purifier, self.finish, self.checkpoint = purifier, finish, checkpoint
+        self.checkpoint_seconds = checkpoint_seconds
+        self.on_draws = on_draws
+        self.last_checkpoint = time.monotonic()
+
+    def run(self, jobs) -> None:
+        """``jobs``: an iterator of (ImageJob, image tensor)."""
+        rows = self.purifier.rows
+        active: list[ImageJob] = []
+        pending = iter(jobs)
+        exhausted = False  # no image left to take
+        while True:
+            self._finish_done(active)
+            votes = self._collect_votes(active, rows)
+            if sum(len(d) for _, d, _ in votes) >= rows:
+                self._run_votes(votes)
+                continue
+            firsts = self._collect_first_steps(active, rows)
+            if sum(len(d) for _, d, _, _ in firsts) < rows and not exhausted:
+                try:  # the calls cannot be filled from the images in progress: take the next image
+                    job, x = next(pending)
+                except StopIteration:
+                    exhausted = True
+                    continue
+                self.purifier.add_image(job.image_id, x)
+                active.append(job)
+                continue
+            if firsts:
+                self._run_first_steps(firsts)
+            elif votes:
+                self._run_votes(votes)
+            elif all(job.done for job in active):
+                self._finish_done(active)
+                return
+            else:
+                raise RuntimeError("certification scheduler made no progress")  # a bug, never a user error
+
+    def _finish_done(self, active: list[ImageJob]) -> None:
+        for job in [j for j in active if j.done]:
+            active.remove(job)
+            self.purifier.drop_image(job.image_id)
+            self.finish(job)
+        now = time.monotonic()
+        if self.checkpoint and active and now - self.last_checkpoint >= self.checkpoint_seconds:
+            self.checkpoint(active)
+            self.last_checkpoint = now
+
+    def _collect_votes(self, active, rows):
+        out, total = [], 0
+        for job in active:
+            draws, votes = job.vote_rows(self.purifier, rows - total)
+            if len(draws):
+                out.append((job, draws, votes))
+                total += len(draws)
+            if total >= rows:
+                break
+        return out
+
+    def _collect_first_steps(self, active, rows):
+        out, total = [], 0
+        for job in active:
+            draws, keep, one_shot = job.first_step_rows(self.purifier, rows - total)
+            if len(draws):
+                out.append((job, draws, keep, one_shot))
+                total += len(draws)
+            if total >= rows:
+                break
+        return out
+
+    def _timed(self, parts, run):
         began = time.monotonic()
-        labels = counter.votes(x, image_id, progress=report.draws)
-        store.write(image_id, labels, label, extra={"seconds": time.monotonic() - began, "device": str(counter.device)})
-        rows[image_id] = row(image_id)
-        write_tsv(tsv_path, [rows[i] for i in ids if i in rows])
-        report.image()
+        result = run()
+        seconds = time.monotonic() - began
+        total = sum(len(p[1]) for p in parts)
+        for part in parts:
+            part[0].seconds += seconds * len(part[1]) / total
+        return result
+
+    def _run_first_steps(self, parts) -> None:
+        images = np.concatenate([np.full(len(d), job.image_id) for job, d, _, _ in parts])
+        draws = np.concatenate([d for _, d, _, _ in parts])
+        keep = np.concatenate([k for _, _, k, _ in parts])
+        one_shot = np.concatenate([o for _, _, _, o in parts])
+        labels = self._timed(parts, lambda: self.purifier.first_steps(images, draws, keep, one_shot))
+        start = 0
+        for job, d, _, o in parts:
+            got = labels[start:start + len(d)]
+            start += len(d)
+            if o.any():
+                job.os.record(d[o], np.zeros(int(o.sum()), dtype=np.int64), got[o])
+            self._release_unneeded(job)
+        if self.on_draws:
+            self.on_draws(len(draws))
+
+    def _run_votes(self, parts) -> None:
+        images = np.concatenate([np.full(len(d), job.image_id) for job, d, _ in parts])
+        draws = np.concatenate([d for _, d, _ in parts])
+        votes = np.concatenate([v for _, _, v in parts])
+        labels = self._timed(parts, lambda: self.purifier.votes(images, draws, votes))
+        start = 0
+        for job, d, v in parts:
+            job.dp.record(d, v, labels[start:start + len(d)])
+            start += len(d)
+            self._release_unneeded(job)
+
+    def _release_unneeded(self, job: ImageJob) -> None:
+        """Free the first steps of draws that need no more votes."""
+        if job.dp is None:
+            return
+        held = self.purifier.held(job.image_id)
+        self.purifier.release(job.image_id, [d for d in held if job.dp.done or job.dp.need[d] == 0])
+
+
+# --- the job over a list of images, with stores, TSVs, checkpoints ----------------------------------------------
+
+
+@dataclass
+class StoreTarget:
+    """One votes store a job fills: the store, its setting, the served Ks and the job's TSV of its results."""
+
+    store: VotesStore
+    setting: Setting
+    Ks: list[int]
+    tsv: Path | None
+    savings: Savings
+    rows: dict = field(default_factory=dict)
+
+
+def _image_votes(target: StoreTarget, image_id: int, label: int, alpha: float, num_classes: int) -> ImageVotes | None:
+    """The image's ImageVotes in ``target``, resumed from its stored votes or checkpoint; None when the stored
+    image already serves every wanted K at ``alpha``."""
+    s = target.setting
+    store = target.store
+    labels, Ks = None, list(target.Ks)
+    if store.path(image_id).exists():
+        record = store.read(image_id)
+        stored_alpha = record.served.get("alpha")
+        served = set(record.served["Ks"])
+        if set(Ks) <= served and (stored_alpha is None or alpha <= stored_alpha):
+            return None
+        labels = record.labels
+        Ks = sorted(set(Ks) | {k for k in served if k <= s.K})
+    partial = store.read_partial(image_id)
+    if partial is not None:
+        labels = partial[0]
+        Ks = sorted(set(Ks) | set(partial[1].get("Ks", [])))
+    return ImageVotes(label, s.K, Ks, s.N0, s.N, alpha, num_classes, target.savings, labels=labels)
+
+
+def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list[StoreTarget], alpha: float,
+                      *, checkpoint_seconds: float = 300.0, progress=None, device: str = "cpu") -> dict:
+    """Compute and store the votes of every image of ``ids`` that a target does not yet hold, in DensePure's store
+    (``targets[0]``, or the one-shot store alone) and the one-shot store (``targets[1]``, optional); rewrite each
+    target's TSV after each image. Returns counts: images computed, skipped as done, left to other jobs.
+
+    Killing the job loses at most ``checkpoint_seconds`` of work: images in progress are checkpointed and resume
+    from there; finished images are skipped. A second job on the same store skips the images this one holds and
+    waits at the end for those still held (the holder may die: then it computes them itself).
+    """
+    dp_target = next((t for t in targets if not purifier_is_one_shot(t)), None)
+    os_target = next((t for t in targets if purifier_is_one_shot(t)), None)
+    num_classes = dataset.num_classes
+    for target in targets:
+        target.store.check_foreign(ids)
+        target.store.remove_orphan_temps()
+    counts = {"computed": 0, "skipped": 0, "waited": 0}
+
+    def refresh_tsv(target: StoreTarget, image_id: int) -> None:
+        if target.tsv is None:
+            return
+        if target.store.path(image_id).exists():
+            record = target.store.read(image_id)
+            target.rows[image_id] = result_row(image_id, record, target.setting, target.setting.K, alpha,
+                                               num_classes)
+        write_tsv(target.tsv, [target.rows[i] for i in ids if i in target.rows])
+
+    for target in targets:
+        for i in ids:
+            if target.store.path(i).exists():
+                refresh_tsv(target, i)
+        if target.tsv is not None:
+            write_tsv(target.tsv, [target.rows[i] for i in ids if i in target.rows])
+
+    def make_job(image_id: int, wait: bool) -> ImageJob | None:
+        label = int(dataset[image_id][1])
+        claims, parts = [], {}
+        for name, target in (("dp", dp_target), ("os", os_target)):
+            if target is None:
+                parts[name] = None
+                continue
+            claim = target.store.claim(image_id, wait=wait)
+            if claim is None:
+                for c in claims:
+                    c.release()
+                return None
+            claims.append(claim)
+            parts[name] = _image_votes(target, image_id, label, alpha, num_classes)
+        return ImageJob(image_id, label, parts["dp"], parts["os"], claims=claims)
+
+    deferred: list[int] = []
+
+    def jobs():
+        for image_id in ids:
+            job = make_job(image_id, wait=False)
+            if job is None:
+                deferred.append(image_id)
+                continue
+            if job.done:
+                for claim in job.claims:
+                    claim.release()
+                counts["skipped"] += 1
+                if progress:
+                    progress.skipped(1)
+                continue
+            yield job, dataset[image_id][0]
+        while deferred:
+            image_id = deferred.pop(0)
+            job = make_job(image_id, wait=True)
+            counts["waited"] += 1
+            if job.done:
+                for claim in job.claims:
+                    claim.release()
+                for target in targets:
+                    refresh_tsv(target, image_id)
+                continue
+            yield job, dataset[image_id][0]
+
+    def finish(job: ImageJob) -> None:
+        extra = {"seconds": job.seconds, "device": device}
+        for part, target in ((job.dp, dp_target), (job.os, os_target)):
+            if part is not None:
+                target.store.write(job.image_id, part.labels, job.label, extra=extra, served=part.served(),
+                                   stop=part.stop)
+        for claim in job.claims:
+            claim.release()
+        for target in targets:
+            refresh_tsv(target, job.image_id)
+        counts["computed"] += 1
+        if progress:
+            progress.image_done(job.image_id, job.seconds)
+
+    def checkpoint(active: list[ImageJob]) -> None:
+        for job in active:
+            for part, target in ((job.dp, dp_target), (job.os, os_target)):
+                if part is not None and not part.done:
+                    target.store.write_partial(job.image_id, part.labels, job.label, part.state())
+
+    scheduler = Scheduler(purifier, finish, checkpoint, checkpoint_seconds,
+                          on_draws=progress.draws if progress else None)
+    scheduler.run(jobs())
+    return counts
+
+
+def purifier_is_one_shot(target: StoreTarget) -> bool:
+    return target.setting.method in ("onestep", "carlini") or target.setting.b == 1
+
+
+def image_votes(purifier: Purifier, x: torch.Tensor, image_id: int, label: int, setting: Setting, Ks=None,
+                alpha: float = 0.001, num_classes: int = 10, savings: Savings = Savings(lazy_votes=False,
+                                                                                        stop_abstain=False),
+                one_shot: bool = False) -> tuple[ImageVotes | None, ImageVotes | None]:
+    """The votes of one image (no store): a convenience for tests and benchmarks. Returns (DensePure, one-shot)."""
+    s = setting
+    dp = None if purifier.plan is None else ImageVotes(label, s.K, Ks or [s.K], s.N0, s.N, alpha, num_classes,
+                                                       savings)
+    os = ImageVotes(label, 1, [1], s.N0, s.N, alpha, num_classes, savings) if (one_shot or purifier.plan is None) \
+        else None
+    job = ImageJob(image_id, label, dp, os)
+    Scheduler(purifier, lambda j: None).run(iter([(job, x)]))
+    return dp, os
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+__all__ = ["Compiled", "ClassifierCall", "ImageJob", "Purifier", "Scheduler", "Setting", "StoreTarget",
+           "VotesError", "image_votes", "prepare_models", "run_certification", "set_compile_cache"]

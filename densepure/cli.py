@@ -107,6 +107,24 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder where torch.compile keeps its kernels for later runs [torch's default]")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch [PyTorch's default]")
     g.add_argument("--quiet", action="store_true", help="no progress line")
+    g = p.add_argument_group("exact savings", "each computes less without changing any certified output at the "
+                                                "served Ks (label, predict, radius, correct)")
+    g.add_argument("--Ks", type=_positive_int, nargs="+",
+                   help="vote counts K' <= K whose results the votes must serve (e.g. 1 3 5 10 for an ablation); "
+                        "only those can be aggregated later [K]")
+    g.add_argument("--lazy-votes", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute each draw's votes in rounds until its majority at every served K' is settled "
+                        "[yes]")
+    g.add_argument("--stop-abstain", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop an image's estimation draws once it abstains at every served K' whatever the rest "
+                        "vote [yes]")
+    g.add_argument("--skip-hopeless", action=argparse.BooleanOptionalAction, default=False,
+                   help="skip the estimation draws of an image whose selected class is not its label at every "
+                        "served K' (it counts at no radius; its TSV row has an empty predict and radius, stop "
+                        "'hopeless') [no]")
+    g.add_argument("--checkpoint-seconds", type=_positive_float, default=300.0,
+                   help="save the votes of the images in progress this often: a killed job loses at most this "
+                        "much work [300]")
 
 
 class Parser(argparse.ArgumentParser):
@@ -128,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("outputs")
     g.add_argument("--votes-dir", required=True, type=Path, help="votes store (one file per image)")
     g.add_argument("--out", required=True, type=Path, help="per-image TSV (idx label predict radius correct time ...)")
+    g.add_argument("--one-shot-votes-dir", type=Path,
+                   help="also write the one-shot baseline (--method onestep) of the same draws into this store: "
+                        "its network call is DensePure's first step, so it costs one classifier call per draw")
+    g.add_argument("--one-shot-out", type=Path, help="per-image TSV of the one-shot store")
 
     p = sub.add_parser("aggregate", help="certify stored votes for every K' <= K",
                        description="Majority vote over the first K' votes of each draw and certify; one TSV per K'. "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,22 +68,75 @@ def check_ids(ids: list[int], length: int, dataset: str) -> None:
         raise DataError("no image ids to certify")
 
 
+def one_shot_setting(setting: Setting) -> Setting:
+    """The setting of the one-shot baseline (DensePure's own one-shot, the paper's "Carlini" rows) on the same
+    draws and models: what a separate ``--method onestep --b 1 --K 1`` job records."""
+    return replace(setting, method="onestep", b=1, K=1)
+
+
+def savings_from_args(args: argparse.Namespace):
+    from .lazy import Savings
+
+    return Savings(lazy_votes=args.lazy_votes, skip_hopeless=args.skip_hopeless, stop_abstain=args.stop_abstain)
+
+
+def served_Ks(args: argparse.Namespace) -> list[int]:
+    Ks = sorted(set(args.Ks or [args.K]))
+    if Ks[-1] > args.K:
+        raise ValueError(f"--Ks {Ks[-1]} exceeds --K {args.K} (the votes computed per draw)")
+    return Ks
+
+
+class LineProgress:
+    """Progress of a certification job on stderr: one line per image and a summary at the end."""
+
+    def __init__(self, images: int, enabled: bool = True):
+        self.images, self.enabled, self.done, self.skip, self.draw_count = images, enabled, 0, 0, 0
+        self.start = __import__("time").monotonic()
+
+    def skipped(self, count: int) -> None:
+        self.skip += count
+
+    def draws(self, count: int) -> None:
+        self.draw_count += count
+
+    def image_done(self, image_id: int, seconds: float) -> None:
+        self.done += 1
+        if self.enabled:
+            print(f"image {image_id}: done in {seconds:.1f} s ({self.done + self.skip}/{self.images})",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            elapsed = __import__("time").monotonic() - self.start
+            print(f"certified {self.done} images, {self.skip} already done, {elapsed:.1f} s", file=sys.stderr)
+
+
 def certify(args: argparse.Namespace) -> int:
     import torch
 
-    from .certify import VoteCounter, prepare_models, run_certification
+    from .certify import Purifier, StoreTarget, prepare_models, run_certification
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
-    from .schedule import make_plan
+    from .schedule import make_plan, one_shot_plan
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     execution = execution_from_args(args, device)
     setting = setting_from_args(args, execution)
+    Ks = served_Ks(args)
+    savings = savings_from_args(args)
     dataset = load_dataset(args.dataset, args.data_root)
-    ids = parse_ids(args.ids)
+    ids = unique_ids(parse_ids(args.ids))
     check_ids(ids, len(dataset), args.dataset)
+    one_shot_job = args.method in ("onestep", "carlini") or args.b == 1
+    if args.one_shot_votes_dir and one_shot_job:
+        raise ValueError("--one-shot-votes-dir needs a DensePure job (--method densepure, --b >= 2)")
+    rows = args.N0 + args.N
+    for directory in (args.votes_dir, args.one_shot_votes_dir, args.out.parent):
+        if directory is not None:
+            writable_directory(directory)
     net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=execution.precision,
                                    attention=execution.attention)
     classifier = build_classifier(args.classifier, checkpoint=args.classifier_ckpt, preprocessing=args.preprocessing,
@@ -90,12 +144,45 @@ def certify(args: argparse.Namespace) -> int:
     setting = replace(setting, checkpoints=checkpoint_digests(args.diffusion_ckpt, args.classifier_ckpt))
     denoiser, classify = prepare_models(net, classifier, execution)
     plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
-    store = VotesStore(args.votes_dir, setting.as_dict(), num_classes=dataset.num_classes,
-                       shape=(args.N0 + args.N, args.K))
-    counter = VoteCounter(denoiser, classify, plan, setting, batch=execution.batch, device=device,
-                          shared_first_step=execution.shared_first_step)
-    run_certification(counter, dataset, ids, store, args.out, args.alpha, progress=not args.quiet)
+    store = VotesStore(args.votes_dir, setting.as_dict(), num_classes=dataset.num_classes, rows=rows)
+    targets = [StoreTarget(store, setting, [1] if one_shot_job else Ks, args.out, savings)]
+    one_shot = plan if one_shot_job else None
+    if args.one_shot_votes_dir:
+        os_setting = one_shot_setting(setting)
+        one_shot = one_shot_plan(args.sigma, schedule, rule=args.timestep_rule)
+        os_store = VotesStore(args.one_shot_votes_dir, os_setting.as_dict(), num_classes=dataset.num_classes,
+                              rows=rows)
+        targets.append(StoreTarget(os_store, os_setting, [1], args.one_shot_out, savings))
+    purifier = Purifier(denoiser, classify, None if one_shot_job else plan, one_shot, args.seed, rows=execution.batch,
+                        device=device, shared_first_step=execution.shared_first_step)
+    progress = LineProgress(len(ids), enabled=not args.quiet)
+    run_certification(purifier, dataset, ids, targets, args.alpha, checkpoint_seconds=args.checkpoint_seconds,
+                      progress=progress, device=str(device))
+    progress.close()
     return 0
+
+
+def unique_ids(ids: list[int]) -> list[int]:
+    """The ids in order, each once (a list like ``0:100,50`` names 50 twice: it is certified once)."""
+    seen = list(dict.fromkeys(ids))
+    if len(seen) < len(ids):
+        print(f"densepure: note: {len(ids) - len(seen)} repeated image ids are certified once", file=sys.stderr)
+    return seen
+
+
+def writable_directory(directory: Path) -> None:
+    """Create ``directory`` and write a probe file there: a read-only or full store is found before any model is
+    loaded or image computed (VotesError naming it)."""
+    from .votes import check_writable
+
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise VotesError(f"{directory} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VotesError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    check_writable(directory)
 
 
 def open_stores(directories: list[Path]) -> tuple[Setting, dict[int, VotesStore]]:
@@ -126,7 +213,10 @@ def aggregate(args: argparse.Namespace) -> int:
     for i in ids:
         record = by_id[i].read(i)
         for K in args.K:
-            rows[K].append(result_row(i, record, setting, K, args.alpha, NUM_CLASSES[setting.dataset]))
+            try:
+                rows[K].append(result_row(i, record, setting, K, args.alpha, NUM_CLASSES[setting.dataset]))
+            except VotesError as err:
+                raise VotesError(f"{by_id[i].path(i)}: {err}") from None
     for K in args.K:
         write_tsv(Path(args.out.format(K=K)), rows[K])
     return 0

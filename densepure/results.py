@@ -10,10 +10,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .smoothing import certify_votes, format_radius
+import numpy as np
+
+from .smoothing import (ABSTAIN, certify, format_radius, must_abstain, prefix_majority_votes, selected_class,
+                        votes_to_settle)
+from .votes import VotesError
 
 TSV_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
 SETTING_COLUMNS = ["dataset", "classifier", "method", "sigma", "b", "K", "N0", "N", "alpha", "precision"]
+COUNT_COLUMNS = ["nA", "n", "stop", "version"]
 
 
 @dataclass(frozen=True)
@@ -54,25 +59,84 @@ class Setting:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What CERTIFY gives an image at one K from its stored votes. ``predict`` and ``radius`` are None where the
+    votes do not determine them (a hopeless image: its selected class is not the label, so it counts at no radius
+    whatever they are); ``nA`` of ``n`` computed estimation draws voted for the selected class; ``stop`` says why
+    the draws stopped (``complete``, ``hopeless``, ``abstain``)."""
+
+    predict: int | None
+    radius: float | None
+    correct: int
+    nA: int
+    n: int
+    stop: str
+
+
+def record_outcome(record, K: int, N0: int, N: int, sigma: float, alpha: float, num_classes: int) -> Outcome:
+    """CERTIFY at K votes from a stored image (:class:`densepure.votes.VoteRecord`), lazily computed or not.
+
+    Exact: each row's majority over its first K votes is that of its computed votes once settled (checked here); an
+    image whose estimation stopped after ``n < N`` draws either abstains whatever the rest vote (``must_abstain``)
+    or is hopeless. Raises VotesError when K is not one the votes serve or alpha is larger than the one they were
+    stopped at, naming what they serve."""
+    labels = record.labels
+    served = record.served
+    if K not in served["Ks"] or K > labels.shape[1]:
+        raise VotesError(f"votes serve K in {served['Ks']}, not K={K}")
+    if labels.shape[0] != N0 + N:
+        raise VotesError(f"votes have {labels.shape[0]} draws, the setting N0 + N = {N0 + N}")
+    open_rows = votes_to_settle(labels[:, :K], [K]) > 0
+    if open_rows[:N0].any():
+        raise VotesError(f"selection draw {int(np.argmax(open_rows[:N0]))} is not settled at K={K}")
+    majority = prefix_majority_votes(labels[:, :K], [K])[K]
+    selected = selected_class(majority[:N0], num_classes)
+    n = int(np.argmax(open_rows[N0:])) if open_rows[N0:].any() else N
+    if n == N:
+        cert = certify(majority[:N0], majority[N0:], sigma, alpha, num_classes)
+        return Outcome(cert.prediction, cert.radius, int(cert.prediction == record.label), cert.nA, N, "complete")
+    nA = int((majority[N0:N0 + n] == selected).sum())
+    if must_abstain(nA, n, N, alpha):
+        return Outcome(ABSTAIN, 0.0, 0, nA, n, "abstain")
+    if selected != record.label:
+        return Outcome(None, None, 0, nA, n, "hopeless")
+    raise VotesError(f"estimation stopped after {n} of {N} draws, so alpha={alpha} is not determined "
+                     f"(the votes serve alpha <= {served.get('alpha')})")
+
+
+def provenance_text(record) -> str:
+    """``<version>+<commit>`` of the package that computed a stored image ('' when not recorded)."""
+    p = record.provenance or {}
+    if not p:
+        return ""
+    return f"{p.get('version')}+{p['commit']}" if p.get("commit") else str(p.get("version"))
+
+
 def result_row(image_id: int, record, setting: Setting, K: int, alpha: float, num_classes: int) -> list:
-    """Result row ``idx label predict radius correct time`` (+ setting columns) of a stored image, certifying with
-    the majority of its first ``K`` votes."""
-    cert = certify_votes(record.labels, K, setting.N0, setting.sigma, alpha, num_classes)
+    """Result row ``idx label predict radius correct time`` + setting columns + ``nA n stop version`` of a stored
+    image, certifying with the majority of its first ``K`` votes. ``predict`` and ``radius`` are empty where the
+    votes do not determine them (``stop`` = hopeless)."""
+    out = record_outcome(record, K, setting.N0, setting.N, setting.sigma, alpha, num_classes)
     seconds = record.extra.get("seconds", 0.0)
     return [
-        image_id, record.label, cert.prediction, format_radius(cert.radius), int(cert.prediction == record.label),
+        image_id, record.label, "" if out.predict is None else out.predict,
+        "" if out.radius is None else format_radius(out.radius), out.correct,
         str(datetime.timedelta(seconds=round(seconds, 6))),
         setting.dataset, setting.classifier, setting.method, setting.sigma, setting.b, K, setting.N0, setting.N,
-        alpha, setting.precision,
+        alpha, setting.precision, out.nA, out.n, out.stop, provenance_text(record),
     ]
 
 
 def write_tsv(path: Path, rows: Iterable[list]) -> None:
-    """Write the result table atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write("\t".join(TSV_COLUMNS + SETTING_COLUMNS) + "\n")
-        for row in rows:
-            handle.write("\t".join(str(value) for value in row) + "\n")
-    tmp.replace(path)
+    """Write the result table atomically (own temp file + rename: concurrent writers never collide)."""
+    from .votes import atomic_write
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VotesError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    lines = ["\t".join(TSV_COLUMNS + SETTING_COLUMNS + COUNT_COLUMNS)]
+    lines += ["\t".join(str(value) for value in row) for row in rows]
+    text = "\n".join(lines) + "\n"
+    atomic_write(Path(path), lambda f: f.write(text.encode()))

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.stats import beta, binomtest, norm
 
 ABSTAIN = -1
+NOT_COMPUTED = -1  # a vote of the label matrix that was never computed (lazy votes, stopped images)
 MERGED_HEADER = "idx\tlabel\tpredict\tradius\tcorrect"
 
 # Largest table of per-row class counts built at once by majority_vote (entries); bounds its memory.
@@ -104,7 +105,10 @@ def prefix_majority_votes(labels: np.ndarray, ks: Iterable[int]) -> dict[int, np
     """``{k: majority_vote(labels[:, :k])}`` for every k in ``ks``, in one pass over the columns.
 
     Same tie rule as :func:`majority_vote`: among labels with the top count, the one whose first occurrence is
-    earliest. Costs O(rows * (K + classes)) for all prefixes together instead of once per prefix.
+    earliest. A negative entry is a vote that was never computed (:data:`NOT_COMPUTED`): it is not counted, so a row
+    whose first ``m < k`` votes were computed gets the majority of those ``m`` (``NOT_COMPUTED`` when ``m = 0``),
+    which is the majority over the first ``k`` whenever the row is settled at ``k`` (:func:`votes_to_settle`).
+    Costs O(rows * (K + classes)) for all prefixes together instead of once per prefix.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.shape[1] == 0:
@@ -115,26 +119,105 @@ def prefix_majority_votes(labels: np.ndarray, ks: Iterable[int]) -> dict[int, np
     if not wanted:
         return {}
     rows = labels.shape[0]
-    if rows and labels.min() < 0:
-        raise ValueError("labels must be non-negative")
-    classes = int(labels.max()) + 1 if rows else 1
-    counts = np.zeros((rows, classes), dtype=np.int32)
-    first_seen = np.full((rows, classes), np.iinfo(np.int32).max, dtype=np.int32)
-    best = labels[:, 0].astype(np.intp)
+    classes = int(labels.max()) + 1 if rows and labels.max() >= 0 else 1
+    counts = np.zeros((rows, classes + 1), dtype=np.int32)  # the last column collects the missing votes
+    first_seen = np.full((rows, classes + 1), np.iinfo(np.int32).max, dtype=np.int32)
+    best = np.full(rows, classes, dtype=np.intp)
     best_count = np.zeros(rows, dtype=np.int32)
     r = np.arange(rows)
     out: dict[int, np.ndarray] = {}
+    dtype = labels.dtype if np.issubdtype(labels.dtype, np.signedinteger) else np.int64
     for j in range(wanted[-1]):
         lab = labels[:, j].astype(np.intp)
-        counts[r, lab] += 1
-        first_seen[r, lab] = np.minimum(first_seen[r, lab], j)
+        missing = lab < 0
+        lab = np.where(missing, classes, lab)
+        counts[r, lab] += ~missing
+        first_seen[r, lab] = np.where(missing, first_seen[r, lab], np.minimum(first_seen[r, lab], j))
         c = counts[r, lab]
-        takes = (c > best_count) | ((c == best_count) & (first_seen[r, lab] < first_seen[r, best]))
+        takes = ~missing & ((c > best_count) | ((c == best_count) & (first_seen[r, lab] < first_seen[r, best])))
         best = np.where(takes, lab, best)
         best_count = np.where(takes, c, best_count)
         if j + 1 in wanted:
-            out[j + 1] = best.astype(labels.dtype)
+            out[j + 1] = np.where(best == classes, NOT_COMPUTED, best).astype(dtype)
     return out
+
+
+# --- sequential stopping: what the votes computed so far already decide -----------------------------------------
+
+
+def votes_to_settle(labels: np.ndarray, Ks: Sequence[int]) -> np.ndarray:
+    """Per row of ``labels`` [rows, K] whose first ``m`` votes are computed (the rest :data:`NOT_COMPUTED`), the fewest
+    further votes after which the majority over the first K' votes is *settled* for every K' in ``Ks``: no values
+    of its missing votes can change it. 0 means settled now.
+
+    With leader L of the ``m`` votes (the tie rule of :func:`majority_vote`), counts ``c`` and ``r = K' - m`` missing
+    votes, a challenger j (seen or not) takes the majority only with all ``r``: settled iff
+    ``c_L >= c_j + r + [j first seen before L]`` for every j, where an unseen label counts ``c_j = 0``, never first.
+    Settlement is fastest when the next d votes go to L, so the fewest is the least d with
+    ``c_L + d >= c_j + [j before L] + r - d``, i.e. ``ceil((c_j + [j before L] + K' - m - c_L) / 2)``, capped at
+    ``r`` (all votes computed). For ``m = 0`` it is ``ceil(K' / 2)``: the fewest votes any settlement needs.
+    """
+    labels = np.asarray(labels)
+    rows, K = labels.shape
+    Ks = sorted(set(int(k) for k in Ks))
+    if not Ks or not 1 <= Ks[0] <= Ks[-1] <= K:
+        raise ValueError(f"every K' must be in [1, {K}], got {Ks}")
+    computed = labels >= 0
+    m = computed.sum(axis=1)
+    if rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    classes = int(labels.max()) + 1 if labels.max() >= 0 else 1
+    lab = np.where(computed, labels, classes).astype(np.intp)
+    r = np.arange(rows)[:, None]
+    counts = np.zeros((rows, classes + 1), dtype=np.int64)
+    np.add.at(counts, (np.broadcast_to(r, lab.shape), lab), 1)
+    counts = counts[:, :classes]
+    first = np.full((rows, classes + 1), K, dtype=np.int64)
+    position = np.broadcast_to(np.arange(K), lab.shape)
+    np.minimum.at(first, (np.broadcast_to(r, lab.shape), lab), position)
+    first = first[:, :classes]
+    leader = prefix_majority_votes(labels, [K])[K].astype(np.intp)  # NOT_COMPUTED when m = 0
+    has_leader = leader >= 0
+    safe = np.where(has_leader, leader, 0)
+    c_leader = np.where(has_leader, counts[r[:, 0], safe], 0)
+    first_leader = np.where(has_leader, first[r[:, 0], safe], K)
+    challenger = counts + (first < first_leader[:, None])  # seen labels: count + [first seen before L]
+    challenger[r[:, 0], safe] = np.where(has_leader, 0, challenger[r[:, 0], safe])  # L is not its own challenger
+    strongest = np.maximum(challenger.max(axis=1), 0)  # an unseen label challenges with 0
+    need = np.zeros(rows, dtype=np.int64)
+    for k in Ks:
+        missing = np.maximum(k - m, 0)
+        d = np.clip(-(-(strongest + k - m - c_leader) // 2), 0, missing)
+        need = np.maximum(need, np.where(missing > 0, d, 0))
+    return need
+
+
+def selected_class(majorities: np.ndarray, num_classes: int) -> int:
+    """The class CERTIFY selects from the base classifier's labels of the N0 selection draws (ties: lowest index)."""
+    return int(class_counts(majorities, num_classes).argmax())
+
+
+def fewest_hits_to_certify(N: int, alpha: float) -> int:
+    """The least ``h`` with ``lower_confidence_bound(h, N, alpha) >= 0.5``: CERTIFY with N estimation draws returns a
+    class only when at least this many vote for it (``N + 1`` when no count does)."""
+    lo, hi = 0, N + 1  # the bound grows with the hits: binary search for the first h that reaches 0.5
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid <= N and lower_confidence_bound(mid, N, alpha) >= 0.5:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def must_abstain(nA: int, n: int, N: int, alpha: float) -> bool:
+    """True when CERTIFY abstains whatever the ``N - n`` estimation draws still to come vote: even if every one of
+    them votes for the selected class, the Clopper-Pearson bound ``lower_confidence_bound(nA + N - n, N, alpha)``
+    stays below 0.5 (the bound grows with the number of hits, so fewer hits abstain too). Equivalently, more than
+    ``N - fewest_hits_to_certify(N, alpha)`` of the first ``n`` draws missed."""
+    if not 0 <= nA <= n <= N:
+        raise ValueError(f"need 0 <= nA <= n <= N, got nA={nA}, n={n}, N={N}")
+    return lower_confidence_bound(nA + N - n, N, alpha) < 0.5
 
 
 def certify(n0_preds: np.ndarray, n_preds: np.ndarray, sigma: float, alpha: float, num_classes: int) -> Certificate:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from densepure import schedule as S
-from densepure.certify import Setting, VoteCounter
+from densepure.certify import Purifier, Setting, image_votes
 from densepure.denoise import purify, purify_votes
 from densepure.unet import UNetModel, config_from_fixture_meta, load_unet
 from conftest import FIXTURES, load_json, load_npz
@@ -65,16 +65,22 @@ def mean_pixel_classifier(images: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(bins, 10).float()
 
 
+def votes_of(net, plan, setting, x, image_id, rows):
+    """The full [N0 + N, K] votes of one image (no savings), ``rows`` network rows per call."""
+    purifier = Purifier(net, mean_pixel_classifier, plan, None, setting.seed, rows=rows)
+    dp, os = image_votes(purifier, x, image_id, label=0, setting=setting)
+    return dp.labels if dp is not None else np.repeat(os.labels, setting.K, axis=1)
+
+
 @pytest.mark.parametrize("b", [1, 3])
 def test_votes_do_not_depend_on_batch_size(b):
     net = tiny_unet("guided")
     setting = Setting("synthetic", "tiny", "mean-pixel", sigma=SIGMA, b=b, K=3, N0=4, N=9, seed=5)
     plan = S.make_plan(SIGMA, b, SCHEDULES["guided"])
     x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
-    results = [VoteCounter(net, mean_pixel_classifier, plan, setting, batch=batch).votes(x, image_id=7)
-               for batch in (1, 5, 64)]
+    results = [votes_of(net, plan, setting, x, 7, rows) for rows in (1, 5, 64)]
     assert results[0].shape == (13, 3)
     for other in results[1:]:
         np.testing.assert_array_equal(results[0], other)
-    different_image = VoteCounter(net, mean_pixel_classifier, plan, setting).votes(x, image_id=8)
+    different_image = votes_of(net, plan, setting, x, 8, 100)
     assert different_image.shape == (13, 3)

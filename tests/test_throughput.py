@@ -16,7 +16,7 @@ import yaml
 from densepure import estimate as est
 from densepure import grid
 from densepure import schedule as S
-from densepure.certify import Compiled, VoteCounter, prepare_models
+from densepure.certify import Compiled, Purifier, image_votes, prepare_models
 from densepure.classifiers import Classifier, Preprocessing
 from densepure.cli import main
 from densepure.diffusion import save_bundle
@@ -40,17 +40,22 @@ def tiny_classifier() -> Classifier:
     return Classifier(model, prep, "tiny").eval()
 
 
-def counter_for(execution: Execution, calls: list[int]) -> VoteCounter:
-    """A VoteCounter built as `densepure certify` builds it for ``execution``; ``calls`` records UNet batch rows."""
+SETTING = Setting("imagenet", "tiny", "tiny", sigma=0.25, b=B, K=K, N0=N0, N=N, seed=1)
+
+
+def purifier_for(execution: Execution, calls: list[int]) -> Purifier:
+    """A Purifier built as `densepure certify` builds it for ``execution``; ``calls`` records UNet batch rows."""
     net = tiny_unet("guided").set_attention(execution.attention)
     net.set_torso_dtype({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[execution.precision])
     denoiser, classify = prepare_models(net, tiny_classifier(), execution)
     counting = lambda x, t: calls.append(len(x)) or denoiser(x, t)  # noqa: E731
-    setting = Setting("imagenet", "tiny", "tiny", sigma=0.25, b=B, K=K, N0=N0, N=N, seed=1,
-                      precision=execution.precision, attention=execution.attention)
     plan = S.make_plan(0.25, B, S.linear_schedule(1000))
-    return VoteCounter(counting, classify, plan, setting, batch=execution.batch,
-                       shared_first_step=execution.shared_first_step)
+    return Purifier(counting, classify, plan, None, SETTING.seed, rows=execution.batch,
+                    shared_first_step=execution.shared_first_step)
+
+
+def all_votes(purifier: Purifier) -> np.ndarray:
+    return image_votes(purifier, IMAGE, 2, label=0, setting=SETTING)[0].labels
 
 
 IMAGE = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(4))
@@ -78,32 +83,33 @@ def test_reference_and_fast_modes_give_identical_labels_in_fp32():
     everywhere the two modes (einsum vs SDPA attention, channels_last, batch 16 draws of one vote vs 80 rows) give
     the same labels. The reference runs b K UNet rows per draw, the fast mode 1 + (b - 1) K."""
     ref_calls, fast_calls = [], []
-    reference = counter_for(resolve_execution("reference", "imagenet", precision="fp32"), ref_calls)
-    fast = counter_for(resolve_execution("fast", "imagenet", precision="fp32", classifier_precision="fp32"),
-                       fast_calls)
-    a, b = reference.votes(IMAGE, image_id=2), fast.votes(IMAGE, image_id=2)
+    reference = purifier_for(resolve_execution("reference", "imagenet", precision="fp32"), ref_calls)
+    fast = purifier_for(resolve_execution("fast", "imagenet", precision="fp32", classifier_precision="fp32"),
+                        fast_calls)
+    a, b = all_votes(reference), all_votes(fast)
     assert a.shape == b.shape == (N0 + N, K)
     assert len(np.unique(a)) > 2  # the comparison is not between constant label matrices
     np.testing.assert_array_equal(a, b)
-    assert sum(ref_calls) == (N0 + N) * B * K and max(ref_calls) == 16
-    assert sum(fast_calls) == (N0 + N) * (1 + (B - 1) * K) and max(fast_calls) <= 80
-    assert len(fast_calls) == B  # all 17 draws x 4 votes in one batch: the first step on 17 rows, then 68, 68
+    # every call has the mode's rows (a short one padded); the reference runs b K rows per draw: 68 rows x 3 steps
+    assert set(ref_calls) == {16} and len(ref_calls) == -(-(N0 + N) * K // 16) * B
+    # fast: the first steps of all 17 draws in one call, then their 68 (draw, vote) rows in one: 1 + (b - 1) calls
+    assert set(fast_calls) == {80} and len(fast_calls) == B
 
 
 def test_fast_mode_in_bf16_runs_with_fp32_preprocessing():
     """bf16: the UNet torso holds bf16 weights, the classifier network runs under bf16 autocast while its
     preprocessing stays fp32; most labels agree with fp32 (bf16 rounding flips a few)."""
     execution = resolve_execution("fast", "imagenet")
-    counter = counter_for(execution, [])
+    counter = purifier_for(execution, [])
     seen = {}
     classify = counter.classifier
     classify.preprocess.register_forward_hook(lambda m, i, o: seen.setdefault("preprocess", o.dtype) and None)
     classify.model[0].register_forward_hook(lambda m, i, o: seen.setdefault("conv", o.dtype) and None)
-    labels = counter.votes(IMAGE, image_id=2)
+    labels = all_votes(counter)
     assert seen == {"preprocess": torch.float32, "conv": torch.bfloat16}
     assert tiny_unet("guided").set_torso_dtype(torch.bfloat16).torso_dtype == torch.bfloat16
-    fp32 = counter_for(resolve_execution("fast", "imagenet", precision="fp32", classifier_precision="fp32"), [])
-    agree = (labels == fp32.votes(IMAGE, image_id=2)).mean()
+    fp32 = purifier_for(resolve_execution("fast", "imagenet", precision="fp32", classifier_precision="fp32"), [])
+    agree = (labels == all_votes(fp32)).mean()
     assert labels.shape == (N0 + N, K) and labels.min() >= 0 and labels.max() < 10
     assert agree >= 0.5, agree
 
@@ -140,7 +146,7 @@ def digits(tmp_path_factory) -> dict[str, Path]:
 
 
 def certify(digits, out: Path, *extra: str) -> VotesStore:
-    args = ["certify", "--quiet", "--dataset", "digits", "--ids", "0,5", "--diffusion", "bundle",
+    args = ["certify", "--quiet", "--no-lazy-votes", "--no-stop-abstain", "--dataset", "digits", "--ids", "0,5", "--diffusion", "bundle",
             "--diffusion-ckpt", str(digits["unet"]), "--classifier", "digits-cnn", "--classifier-ckpt",
             str(digits["cnn"]), "--sigma", "0.5", "--b", "3", "--K", "5", "--N0", "4", "--N", "30", "--device", "cpu",
             "--votes-dir", str(out / "votes"), "--out", str(out / "r.tsv"), *extra]
@@ -154,6 +160,7 @@ def test_cli_modes_record_what_changes_the_votes(digits, tmp_path):
                      "--classifier-precision", "fp32", "--batch", "12")
     for i in (0, 5):
         np.testing.assert_array_equal(reference.read(i).labels, fast32.read(i).labels)
+    assert (reference.read(0).labels >= 0).all()  # --no-lazy-votes: every vote computed
     assert (reference.setting["attention"], fast32.setting["attention"]) == ("einsum", "sdpa")
     assert reference.setting["extra"] == fast32.setting["extra"] == {}
     fast = certify(digits, tmp_path / "fast", "--mode", "fast")

@@ -1,12 +1,13 @@
 """The votes store: round trip, atomic writes, detection of damaged or foreign files, compact storage."""
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 import densepure.votes as votes_module
-from densepure.votes import VoteRecord, VotesError, VotesStore, votes_dtype
+from densepure.votes import NOT_COMPUTED, VoteRecord, VotesError, VotesStore, votes_dtype
 
 SETTING = {"dataset": "cifar10", "classifier": "vit", "sigma": 0.25, "b": 10, "K": 4, "N0": 10, "N": 40, "seed": 0,
            "precision": "fp32", "extra": {"note": "test"}}
@@ -17,14 +18,16 @@ def some_labels(rows=50, k=4, classes=10, seed=0) -> np.ndarray:
 
 
 def test_round_trip(tmp_path):
-    store = VotesStore(tmp_path / "v", SETTING, num_classes=10, shape=(50, 4))
+    store = VotesStore(tmp_path / "v", SETTING, num_classes=10, rows=50)
     labels = some_labels()
     path = store.write(20, labels, label=3, extra={"seconds": 1.5, "device": "cpu"})
     assert path == tmp_path / "v" / "20.npz" and path.exists()
     record = store.read(20)
     assert isinstance(record, VoteRecord)
     np.testing.assert_array_equal(record.labels, labels)
-    assert record.labels.dtype == np.uint8
+    assert stored_dtype(path) == np.uint8
+    assert record.served == {"Ks": [1, 2, 3, 4], "alpha": None} and record.stop == "complete"
+    assert record.provenance["version"]
     assert record.label == 3 and record.setting == SETTING and record.extra == {"seconds": 1.5, "device": "cpu"}
     assert store.has(20) and not store.has(0)
     assert store.completed_ids() == [20]
@@ -123,13 +126,15 @@ def test_crash_during_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_shape_is_checked(tmp_path):
-    store = VotesStore(tmp_path, SETTING, shape=(50, 4))
-    with pytest.raises(VotesError, match="shape"):
+    store = VotesStore(tmp_path, SETTING, rows=50)
+    with pytest.raises(VotesError, match="rows"):
         store.write(0, some_labels(rows=49), label=0)
     with pytest.raises(VotesError, match="shape"):
         store.write(0, np.zeros(200, int), label=0)
-    VotesStore(tmp_path, SETTING).write(1, some_labels(rows=60), label=0)  # written without a shape check
-    with pytest.raises(VotesError, match="shape"):
+    with pytest.raises(VotesError, match="store K is 4"):
+        store.write(0, some_labels(k=5), label=0)
+    VotesStore(tmp_path, SETTING).write(1, some_labels(rows=60), label=0)  # written without a rows check
+    with pytest.raises(VotesError, match="rows"):
         store.read(1)
     assert not store.has(1)
 
@@ -139,7 +144,9 @@ def test_bad_labels_and_ids_are_rejected(tmp_path):
     with pytest.raises(VotesError, match="out of range"):
         store.write(0, np.full((3, 2), 10), label=0)
     with pytest.raises(VotesError, match="non-negative"):
-        store.write(0, np.full((3, 2), -1), label=0)
+        store.write(0, np.full((3, 2), -2), label=0)
+    with pytest.raises(VotesError, match="serve"):
+        store.write(0, np.full((3, 2), -1), label=0)  # votes not computed: the Ks they serve must be given
     with pytest.raises(VotesError):
         store.write(0, np.zeros((3, 2)), label=0)  # float labels
     for bad in (-1, "3", 1.0, True):
@@ -149,21 +156,64 @@ def test_bad_labels_and_ids_are_rejected(tmp_path):
         store.read(3)
 
 
+def stored_dtype(path) -> np.dtype:
+    with np.load(path) as data:
+        return data["labels"].dtype
+
+
 def test_dtype_follows_num_classes(tmp_path):
-    assert votes_dtype(10) == np.uint8 and votes_dtype(256) == np.uint8
-    assert votes_dtype(257) == np.uint16 and votes_dtype(1000) == np.uint16
+    """The smallest dtype that holds every class and the not-computed marker (its largest value)."""
+    assert votes_dtype(10) == np.uint8 and votes_dtype(255) == np.uint8
+    assert votes_dtype(256) == np.uint16 and votes_dtype(1000) == np.uint16
     labels = some_labels(classes=10)
-    VotesStore(tmp_path / "c10", SETTING, num_classes=10).write(0, labels, 0)
-    assert VotesStore(tmp_path / "c10", SETTING).read(0).labels.dtype == np.uint8
+    c10 = VotesStore(tmp_path / "c10", SETTING, num_classes=10)
+    assert stored_dtype(c10.write(0, labels, 0)) == np.uint8
     imagenet = VotesStore(tmp_path / "in", SETTING, num_classes=1000)
-    imagenet.write(0, labels, 0)  # small labels, but 1000 classes: uint16
-    assert imagenet.read(0).labels.dtype == np.uint16
+    assert stored_dtype(imagenet.write(0, labels, 0)) == np.uint16  # small labels, but 1000 classes
     imagenet.write(1, np.full((4, 2), 999), 999)
     np.testing.assert_array_equal(imagenet.read(1).labels, 999)
     free = VotesStore(tmp_path / "free", SETTING)  # no num_classes: the largest label decides
-    free.write(0, np.full((4, 2), 255), 0)
-    free.write(1, np.full((4, 2), 300), 0)
-    assert free.read(0).labels.dtype == np.uint8 and free.read(1).labels.dtype == np.uint16
+    assert stored_dtype(free.write(0, np.full((4, 2), 254), 0)) == np.uint8
+    assert stored_dtype(free.write(1, np.full((4, 2), 255), 0)) == np.uint16
+    np.testing.assert_array_equal(free.read(1).labels, 255)
+
+
+def test_votes_not_computed_round_trip(tmp_path):
+    """A lazily computed image: missing votes read back as NOT_COMPUTED; what it serves and why it stopped are
+    kept."""
+    store = VotesStore(tmp_path, SETTING, num_classes=10)
+    labels = some_labels()
+    labels[5:, 2:] = NOT_COMPUTED
+    labels[40:] = NOT_COMPUTED
+    store.write(3, labels, 1, served={"Ks": [1, 2], "alpha": 0.001}, stop="abstain")
+    record = store.read(3)
+    np.testing.assert_array_equal(record.labels, labels)
+    assert record.served == {"Ks": [1, 2], "alpha": 0.001} and record.stop == "abstain"
+    with pytest.raises(VotesError, match="stop"):
+        store.write(4, labels, 1, served={"Ks": [1]}, stop="tired")
+
+
+def test_format_1_files_read_as_serving_every_K(tmp_path):
+    """A store written before votes could be missing (format 1) reads as all computed, every K served."""
+    store = VotesStore(tmp_path, SETTING, num_classes=10)
+    labels = some_labels()
+    meta = {"format": "densepure-votes/1", "image_id": 2, "label": 1, "shape": [50, 4], "dtype": "uint8",
+            "setting": SETTING, "extra": {}}
+    with open(store.path(2), "wb") as f:
+        np.savez_compressed(f, labels=np.full((50, 4), 255, np.uint8),
+                            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    record = store.read(2)
+    assert (record.labels == 255).all() and record.served["Ks"] == [1, 2, 3, 4] and record.stop == "complete"
+    del labels
+
+
+def test_store_grows_in_K_only(tmp_path):
+    VotesStore(tmp_path, SETTING).write(0, some_labels(), 1)
+    grown = VotesStore(tmp_path, {**SETTING, "K": 8})
+    assert grown.setting["K"] == 8 and VotesStore.open(tmp_path).setting["K"] == 8
+    assert grown.read(0).labels.shape == (50, 4)  # images keep the votes they hold
+    grown.write(1, some_labels(k=8), 1)
+    assert VotesStore(tmp_path, SETTING).setting["K"] == 8  # a smaller K reads the grown store
 
 
 def test_mostly_constant_votes_are_compact(tmp_path):
@@ -171,7 +221,7 @@ def test_mostly_constant_votes_are_compact(tmp_path):
     labels = np.full((100_100, 40), 3, dtype=np.int64)  # CIFAR main setting: N0 + N = 100,100 draws x K = 40
     flips = rng.random(labels.shape) < 0.01
     labels[flips] = rng.integers(0, 10, size=int(flips.sum()))
-    store = VotesStore(tmp_path, SETTING, num_classes=10)
+    store = VotesStore(tmp_path, {**SETTING, "K": 40}, num_classes=10)
     path = store.write(0, labels, label=3)
     assert path.stat().st_size < 1_000_000, path.stat().st_size  # raw int64 would be 32 MB, uint8 4 MB
     np.testing.assert_array_equal(store.read(0).labels, labels)
