@@ -258,6 +258,8 @@ class ImageJob:
 
     def first_step_rows(self, purifier: Purifier, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``limit`` draws whose first call is due: (draws, keep for votes, one-shot label wanted)."""
+        if self.done:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
         R = (self.dp or self.os).labels.shape[0]
         want_dp = np.zeros(R, dtype=bool)
         if self.dp is not None and not self.dp.done and purifier.shared_first_step:
@@ -289,6 +291,47 @@ class ImageJob:
         return np.concatenate(draws_out), np.concatenate(votes_out)
 
 
+class JobSource:
+    """The images of a job in order, each claimed before it is given out. ``make(image_id, wait)`` claims and builds
+    its ImageJob (None while another process holds it); ``ready(job)`` gives (job, image) or None when the image
+    needs no work. Images held elsewhere are deferred and asked for again; :meth:`take` with ``wait`` blocks for
+    the first of them."""
+
+    def __init__(self, ids: list[int], make: Callable, ready: Callable):
+        self.pending, self.deferred = list(ids), []
+        self.make, self.ready = make, ready
+
+    @classmethod
+    def of(cls, jobs) -> JobSource:
+        """A source over ready (job, image) pairs."""
+        items = list(jobs)
+        return cls(list(range(len(items))), lambda i, wait: items[i], lambda item: item)
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.pending and not self.deferred
+
+    def take(self, wait: bool):
+        while self.pending:
+            image_id = self.pending.pop(0)
+            job = self.make(image_id, False)
+            if job is None:
+                self.deferred.append(image_id)
+                continue
+            if (taken := self.ready(job)) is not None:
+                return taken
+        for image_id in list(self.deferred):
+            job = self.make(image_id, False)
+            if job is not None:
+                self.deferred.remove(image_id)
+                if (taken := self.ready(job)) is not None:
+                    return taken
+        if wait and self.deferred:
+            job = self.make(self.deferred.pop(0), True)
+            return self.ready(job)
+        return None
+
+
 class Scheduler:
     """Runs the images of a job through one :class:`Purifier`: fills every call from the images in progress,
     opening the next image when they cannot fill it; calls ``finish(job)`` when an image is done and
@@ -303,11 +346,11 @@ class Scheduler:
         self.last_checkpoint = time.monotonic()
 
     def run(self, jobs) -> None:
-        """``jobs``: an iterator of (ImageJob, image tensor)."""
+        """``jobs``: an iterable of (ImageJob, image tensor), or a :class:`JobSource` (which may have no image to
+        give now while others hold them: the scheduler then works on what it has and asks again later)."""
+        source = jobs if isinstance(jobs, JobSource) else JobSource.of(jobs)
         rows = self.purifier.rows
         active: list[ImageJob] = []
-        pending = iter(jobs)
-        exhausted = False  # no image left to take
         while True:
             self._finish_done(active)
             votes = self._collect_votes(active, rows)
@@ -315,20 +358,22 @@ class Scheduler:
                 self._run_votes(votes)
                 continue
             firsts = self._collect_first_steps(active, rows)
-            if sum(len(d) for _, d, _, _ in firsts) < rows and not exhausted:
-                try:  # the calls cannot be filled from the images in progress: take the next image
-                    job, x = next(pending)
-                except StopIteration:
-                    exhausted = True
+            if sum(len(d) for _, d, _, _ in firsts) < rows and not source.exhausted:
+                # the calls cannot be filled from the images in progress: take the next image (waiting for one
+                # only when nothing else is in progress, so two jobs on one store never wait for each other)
+                taken = source.take(wait=not active)
+                if taken is not None:
+                    job, x = taken
+                    self.purifier.add_image(job.image_id, x)
+                    active.append(job)
                     continue
-                self.purifier.add_image(job.image_id, x)
-                active.append(job)
-                continue
+                if not active:
+                    continue
             if firsts:
                 self._run_first_steps(firsts)
             elif votes:
                 self._run_votes(votes)
-            elif all(job.done for job in active):
+            elif all(job.done for job in active) and source.exhausted:
                 self._finish_done(active)
                 return
             else:
@@ -422,6 +467,7 @@ class StoreTarget:
     Ks: list[int]
     tsv: Path | None
     savings: Savings
+    ids: list[int] | None = None  # the job's images this store wants (None: all)
     rows: dict = field(default_factory=dict)
 
 
@@ -460,16 +506,16 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
     os_target = next((t for t in targets if purifier_is_one_shot(t)), None)
     num_classes = dataset.num_classes
     for target in targets:
-        target.store.check_foreign(ids)
+        target.store.check_foreign(target.ids if target.ids is not None else ids)
         target.store.remove_orphan_temps()
     counts = {"computed": 0, "skipped": 0, "waited": 0}
 
     def refresh_tsv(target: StoreTarget, image_id: int) -> None:
-        if target.tsv is None:
+        if target.tsv is None or (target.ids is not None and image_id not in target.ids):
             return
         if target.store.path(image_id).exists():
             record = target.store.read(image_id)
-            target.rows[image_id] = result_row(image_id, record, target.setting, target.setting.K, alpha,
+            target.rows[image_id] = result_row(image_id, record, target.setting, max(target.Ks), alpha,
                                                num_classes)
         write_tsv(target.tsv, [target.rows[i] for i in ids if i in target.rows])
 
@@ -484,7 +530,7 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
         label = int(dataset[image_id][1])
         claims, parts = [], {}
         for name, target in (("dp", dp_target), ("os", os_target)):
-            if target is None:
+            if target is None or (target.ids is not None and image_id not in target.ids):
                 parts[name] = None
                 continue
             claim = target.store.claim(image_id, wait=wait)
@@ -496,33 +542,18 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
             parts[name] = _image_votes(target, image_id, label, alpha, num_classes)
         return ImageJob(image_id, label, parts["dp"], parts["os"], claims=claims)
 
-    deferred: list[int] = []
-
-    def jobs():
-        for image_id in ids:
-            job = make_job(image_id, wait=False)
-            if job is None:
-                deferred.append(image_id)
-                continue
-            if job.done:
-                for claim in job.claims:
-                    claim.release()
-                counts["skipped"] += 1
-                if progress:
-                    progress.skipped(1)
-                continue
-            yield job, dataset[image_id][0]
-        while deferred:
-            image_id = deferred.pop(0)
-            job = make_job(image_id, wait=True)
-            counts["waited"] += 1
-            if job.done:
-                for claim in job.claims:
-                    claim.release()
-                for target in targets:
-                    refresh_tsv(target, image_id)
-                continue
-            yield job, dataset[image_id][0]
+    def ready(job: ImageJob):
+        """The job with its image, or None (after releasing its claims) when nothing is left to compute."""
+        if not job.done:
+            return job, dataset[job.image_id][0]
+        for claim in job.claims:
+            claim.release()
+        for target in targets:
+            refresh_tsv(target, job.image_id)
+        counts["skipped"] += 1
+        if progress:
+            progress.skipped(1)
+        return None
 
     def finish(job: ImageJob) -> None:
         extra = {"seconds": job.seconds, "device": device}
@@ -546,7 +577,7 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
 
     scheduler = Scheduler(purifier, finish, checkpoint, checkpoint_seconds,
                           on_draws=progress.draws if progress else None)
-    scheduler.run(jobs())
+    scheduler.run(JobSource(ids, make_job, ready))
     return counts
 
 

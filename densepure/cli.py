@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--one-shot-votes-dir", type=Path,
                    help="also write the one-shot baseline (--method onestep) of the same draws into this store: "
                         "its network call is DensePure's first step, so it costs one classifier call per draw")
+    g.add_argument("--one-shot-ids", help="only these of --ids get one-shot votes [all of --ids]")
     g.add_argument("--one-shot-out", type=Path, help="per-image TSV of the one-shot store")
 
     p = sub.add_parser("aggregate", help="certify stored votes for every K' <= K",

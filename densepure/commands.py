@@ -152,7 +152,10 @@ def certify(args: argparse.Namespace) -> int:
         one_shot = one_shot_plan(args.sigma, schedule, rule=args.timestep_rule)
         os_store = VotesStore(args.one_shot_votes_dir, os_setting.as_dict(), num_classes=dataset.num_classes,
                               rows=rows)
-        targets.append(StoreTarget(os_store, os_setting, [1], args.one_shot_out, savings))
+        os_ids = unique_ids(parse_ids(args.one_shot_ids)) if args.one_shot_ids else ids
+        if set(os_ids) - set(ids):
+            raise DataError(f"--one-shot-ids: image {sorted(set(os_ids) - set(ids))[0]} is not in --ids")
+        targets.append(StoreTarget(os_store, os_setting, [1], args.one_shot_out, savings, ids=os_ids))
     purifier = Purifier(denoiser, classify, None if one_shot_job else plan, one_shot, args.seed, rows=execution.batch,
                         device=device, shared_first_step=execution.shared_first_step)
     progress = LineProgress(len(ids), enabled=not args.quiet)

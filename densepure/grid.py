@@ -147,11 +147,90 @@ def stores_for(config: dict, agg: Aggregate) -> list[Setting]:
     return [s for s in settings(config) if s.key == agg.key and wanted & set(s.ids)]
 
 
+def served_Ks(config: dict, setting: Setting) -> list[int]:
+    """The vote counts whose results a store must give exactly: the K of every aggregation of its setting key that
+    reads any of its images (a table needs its K, Figure 4 left 1, 3, ..., 50). Lazy votes settle each draw at these
+    Ks only; aggregating at another K is refused."""
+    ids = set(setting.ids)
+    return sorted({agg.K for agg in aggregates(config) if agg.key == setting.key and agg.K <= setting.K
+                   and ids & set(image_ids(config, agg.key.dataset, agg.images))})
+
+
+def savings(config: dict) -> dict:
+    """The config's ``savings`` with defaults (the schema's, for configs validated elsewhere)."""
+    return {"lazy_votes": True, "skip_hopeless": False, "stop_abstain": True, "one_shot_from_densepure": True,
+            **config.get("savings", {})}
+
+
+_PROVIDERS_CACHE: dict[str, dict[str, dict[int, str]]] = {}
+
+
+def one_shot_providers(config: dict) -> dict[str, dict[int, str]]:
+    """Memoised :func:`_one_shot_providers` (the Snakefile asks once per job)."""
+    cache_key = json.dumps([config["artifacts"], config["datasets"], savings(config)], sort_keys=True, default=str)
+    if cache_key not in _PROVIDERS_CACHE:
+        if len(_PROVIDERS_CACHE) >= 16:
+            _PROVIDERS_CACHE.clear()
+        _PROVIDERS_CACHE[cache_key] = _one_shot_providers(config)
+    return _PROVIDERS_CACHE[cache_key]
+
+
+def _one_shot_providers(config: dict) -> dict[str, dict[int, str]]:
+    """``{one-shot store: {image id: DensePure store}}``: the images of the one-shot baseline (``onestep``) whose
+    votes a DensePure job of the same dataset, classifier and sigma computes on the way (its first reverse step is
+    the one-shot's network call), so they need no job of their own. Each id goes to the first DensePure store, in
+    grid order, that certifies it. Empty when ``savings.one_shot_from_densepure`` is off."""
+    if not savings(config)["one_shot_from_densepure"]:
+        return {}
+    stores = settings(config)
+    out: dict[str, dict[int, str]] = {}
+    for one_shot in stores:
+        if one_shot.key.method != "onestep":
+            continue
+        provided: dict[int, str] = {}
+        for dp in stores:
+            key = dp.key
+            if (key.dataset, key.classifier, key.sigma) != (one_shot.key.dataset, one_shot.key.classifier,
+                                                             one_shot.key.sigma) or key.one_shot:
+                continue
+            for i in set(dp.ids) & set(one_shot.ids):
+                provided.setdefault(i, dp.name)
+        if provided:
+            out[one_shot.name] = provided
+    return out
+
+
+def provided_one_shot(config: dict, setting: Setting) -> tuple[Setting, list[int]] | None:
+    """The one-shot store a DensePure store's jobs also fill, and the ids they provide (None if none)."""
+    for name, provided in one_shot_providers(config).items():
+        ids = sorted(i for i, provider in provided.items() if provider == setting.name)
+        if ids:
+            return setting_by_name(config, name), ids
+    return None
+
+
 def job_shards(config: dict, setting: Setting) -> list[list[int]]:
     """Image ids of each certification job of a setting: the dataset's ``shard_size`` if it sets one, else the
-    top-level one."""
+    top-level one. A one-shot store has jobs only for the ids no DensePure job provides."""
     size = config["datasets"][setting.key.dataset].get("shard_size") or config["shard_size"]
+    provided = one_shot_providers(config).get(setting.name, {})
+    if provided:
+        setting = Setting(setting.key, setting.K, [i for i in setting.ids if i not in provided])
     return shards(setting, size)
+
+
+def shards_for(config: dict, setting: Setting) -> list[tuple[str, int]]:
+    """(store, shard) of every certification job that writes votes of ``setting``'s store: its own jobs, and for a
+    one-shot store the jobs of the DensePure stores that provide its images."""
+    own = [(setting.name, i) for i in range(len(job_shards(config, setting)))]
+    provided = one_shot_providers(config).get(setting.name, {})
+    providers = []
+    for name in sorted(set(provided.values())):
+        dp = setting_by_name(config, name)
+        for i, ids in enumerate(job_shards(config, dp)):
+            if any(provided.get(j) == name for j in ids):
+                providers.append((name, i))
+    return own + providers
 
 
 def shards(setting: Setting, shard_size: int) -> list[list[int]]:
@@ -283,7 +362,21 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
             options["--compile-cache"] = f"{config['work_dir']}/torch-compile"
     if data.get("root"):
         options["--data-root"] = data["root"]
-    return " ".join(f"{flag} {value}" for flag, value in options.items()) + " --quiet"
+    saving = savings(config)
+    if not key.one_shot:
+        options["--Ks"] = " ".join(map(str, served_Ks(config, setting)))
+    options["--checkpoint-seconds"] = config.get("checkpoint_seconds", 300)
+    flags = [f"--{'' if saving[name] else 'no-'}{name.replace('_', '-')}"
+             for name in ("lazy_votes", "stop_abstain", "skip_hopeless")]
+    provided = provided_one_shot(config, setting)
+    if provided:
+        one_shot, one_shot_ids = provided
+        wanted = [i for i in ids if i in set(one_shot_ids)]
+        if wanted:
+            options["--one-shot-votes-dir"] = f"{config['work_dir']}/{config['run']}/votes/{one_shot.name}"
+            if wanted != ids:
+                options["--one-shot-ids"] = ",".join(map(str, wanted))
+    return " ".join([*(f"{flag} {value}" for flag, value in options.items()), *flags, "--quiet"])
 
 
 def by_hand_files(config: dict) -> list[str]:

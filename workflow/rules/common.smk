@@ -69,9 +69,13 @@ def store_dir(store):
 
 
 def shard_outputs(store):
+    """The certification jobs' TSVs that mark a store's votes complete: its own jobs and, for the one-shot
+    baseline, the DensePure jobs that compute its votes on the way."""
     setting = grid.setting_by_name(config, store)
-    count = len(grid.job_shards(config, setting))
-    return [f"{WORK}/shards/{store}/shard{i}.tsv" for i in range(count)]
+    return [
+        f"{WORK}/shards/{name}/shard{i}.tsv"
+        for name, i in grid.shards_for(config, setting)
+    ]
 
 
 def aggregate_path(agg):
