@@ -143,11 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("classifiers", help="list the registered classifier names")
 
     p = sub.add_parser("download", help="download a file with retries and verify its sha256 against a lock file",
-                       description="Download URL to OUT atomically. The sha256 is checked against the lock file: "
-                                   "recorded on first download, enforced afterwards; a mismatch keeps nothing.")
-    p.add_argument("--url", required=True, help="public URL (http, https or file)")
+                       description="Download URL to OUT with pooch (retries, progress bar), checked against the "
+                                   "lock file's sha256 before it is kept: a mismatch keeps nothing. A file with no "
+                                   "digest in the lock file is trusted on first use: its sha256 is recorded there. "
+                                   "An OUT that already matches its digest is not downloaded again.")
+    p.add_argument("--url", required=True, help="public URL (http, https or ftp)")
     p.add_argument("--out", required=True, type=Path, help="destination file")
-    p.add_argument("--lock", required=True, type=Path, help="lock file of '<sha256>  <name>' lines")
+    p.add_argument("--lock", required=True, type=Path,
+                   help="lock file of '<sha256>  <name>' lines (or 'sha256-prefix:<hex>  <name>')")
     p.add_argument("--name", help="the file's key in the lock file [its file name]")
     p.add_argument("--retries", type=_positive_int, default=3, help="attempts before giving up [3]")
     p.add_argument("--extract-to", type=Path, help="also extract the (tar) archive into this folder")

@@ -142,11 +142,9 @@ def classifiers(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    from .download import download as fetch, extract_tar
+    from .download import download as fetch
 
-    fetch(args.url, args.out, args.lock, name=args.name, retries=args.retries)
-    if args.extract_to:
-        extract_tar(args.out, args.extract_to)
+    fetch(args.url, args.out, args.lock, name=args.name, retries=args.retries, extract_to=args.extract_to)
     return 0
 
 
