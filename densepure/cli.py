@@ -50,18 +50,31 @@ def _alpha(text: str) -> float:
 
 def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to certify")
-    g.add_argument("--dataset", required=True, help="cifar10, imagenet or digits (embedded)")
+    g.add_argument("--dataset", required=True,
+                   help="cifar10, imagenet or digits (embedded); with --dataset-loader, any name for your own data")
+    g.add_argument("--dataset-loader",
+                   help="your own data: image_folder (class folders under --data-root) or an importable "
+                        "module:function(root) returning (image in [0,1], label) pairs")
     g.add_argument("--data-root", help="dataset folder (CIFAR-10: contains cifar-10-batches-py/; ImageNet: val/ "
                    "in class folders); not needed for digits")
     g.add_argument("--ids", required=True, help="test-set image ids: start:stop:step, 0,20,40 or @file")
     g = p.add_argument_group("models")
     g.add_argument("--diffusion", required=True,
-                   help="guided-imagenet256 (OpenAI 256x256 uncond), improved-cifar10 (50M, L_hybrid) or bundle "
-                        "(a densepure .pt file that carries its own UNet config and schedule)")
-    g.add_argument("--diffusion-ckpt", required=True, type=Path, help="diffusion checkpoint file")
+                   help="guided-imagenet256 (OpenAI 256x256 uncond), improved-cifar10 (50M, L_hybrid), bundle "
+                        "(a densepure .pt file that carries its own UNet config and schedule), or your own "
+                        "eps-predicting network as an importable module:function (with --diffusion-schedule)")
+    g.add_argument("--diffusion-ckpt", type=Path,
+                   help="diffusion checkpoint file (for a module:function: an optional state dict to load)")
+    g.add_argument("--diffusion-schedule", metavar="KIND:T",
+                   help="noise schedule of a module:function diffusion model, e.g. linear:1000 or cosine:4000")
     g.add_argument("--classifier", required=True,
-                   help="registered classifier name (see `densepure classifiers`) or timm:<model name>")
-    g.add_argument("--classifier-ckpt", type=Path, help="classifier weights file (never downloaded at run time)")
+                   help="registered classifier name (see `densepure classifiers`), timm:<model name>, or your own "
+                        "network as an importable module:function(num_classes)")
+    g.add_argument("--classifier-model",
+                   help="what builds the classifier (timm:<model name> or module:function) when --classifier is "
+                        "only the name the results carry")
+    g.add_argument("--classifier-ckpt", type=Path,
+                   help="classifier weights file (never downloaded at run time; optional for a module:function)")
     g.add_argument("--preprocessing", choices=["reference", "correct"], default="reference",
                    help="classifier input preprocessing: the reference's (default; some models get un-normalised "
                         "inputs) or the model's correct normalisation")
