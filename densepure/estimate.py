@@ -223,6 +223,8 @@ def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool
     for setting in grid.settings(config):
         key, data = setting.key, config["datasets"][setting.key.dataset]
         arch = config["diffusion_models"][data["diffusion"]]["arch"]
+        if arch == grid.PLUGIN_ARCH:  # your own network: its rate goes by its name in the config
+            arch = data["diffusion"]
         shards = grid.job_shards(config, setting)
         execution = dataset_execution(config, key.dataset)
         precision = execution.precision

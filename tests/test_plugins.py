@@ -251,3 +251,18 @@ def test_config_cross_checks(change, message):
         panel["dataset"] = next(iter(config["datasets"]))
     with pytest.raises(ValueError, match=message):
         grid.check_config(config)
+
+
+def test_estimate_asks_for_the_rate_of_your_own_network(tmp_path):
+    from densepure import estimate as est
+
+    config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
+                        "tiny-cnn", {"model": "m:g"})
+    with pytest.raises(est.RatesError, match="'tiny-eps' in fp32"):
+        est.estimate(config)
+    rates = est.load_rates(None)
+    rates["diffusion"]["tiny-eps"] = {"fp32": 1000.0}
+    rates["classifiers"]["tiny-cnn"] = 5000.0
+    _, total = est.estimate(config, rates)
+    draws = 2 * (N0 + N)  # two images
+    assert total.unet_calls == draws * (1 + (B - 1) * K) and total.classifier_calls == draws * K
