@@ -22,6 +22,11 @@ examples:
   densepure certify ... --method onestep
   # the same votes, faster: bf16, compiled, draws x votes packed into large batches (a different setting: bf16)
   densepure certify ... --mode fast --compile-cache .cache/torch-compile
+  # your own data and networks (importable module:function names; a timm model by name)
+  densepure certify --dataset pets --dataset-loader image_folder --data-root data/pets --ids 0:100 \\
+      --diffusion mypackage.nets:make_unet --diffusion-schedule linear:1000 --diffusion-ckpt ckpt/unet.pt \\
+      --classifier my-resnet --classifier-model timm:resnet18 --classifier-ckpt ckpt/resnet18.pth \\
+      --sigma 0.25 --b 10 --K 40 --votes-dir votes/pets --out pets.tsv
 
 Kill it at any time: rerunning the same command resumes after the last finished image.
 """
@@ -52,7 +57,7 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to certify")
     g.add_argument("--dataset", required=True,
                    help="cifar10, imagenet or digits (embedded); with --dataset-loader, any name for your own data")
-    g.add_argument("--dataset-loader",
+    g.add_argument("--dataset-loader", metavar="LOADER",
                    help="your own data: image_folder (class folders under --data-root) or an importable "
                         "module:function(root) returning (image in [0,1], label) pairs")
     g.add_argument("--data-root", help="dataset folder (CIFAR-10: contains cifar-10-batches-py/; ImageNet: val/ "
@@ -70,7 +75,7 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier", required=True,
                    help="registered classifier name (see `densepure classifiers`), timm:<model name>, or your own "
                         "network as an importable module:function(num_classes)")
-    g.add_argument("--classifier-model",
+    g.add_argument("--classifier-model", metavar="MODEL",
                    help="what builds the classifier (timm:<model name> or module:function) when --classifier is "
                         "only the name the results carry")
     g.add_argument("--classifier-ckpt", type=Path,
