@@ -152,6 +152,7 @@ def classifiers(args: argparse.Namespace) -> int:
     for name in list_classifiers():
         spec = get_classifier_spec(name)
         print(f"{name:18s} {spec.dataset:9s} {spec.description}")
+    print("also: timm:<model name> (any timm model), or your own network as an importable module:function")
     return 0
 
 
