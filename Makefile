@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine (Python 3.11, pip):
 #   make default   run the whole workflow on the embedded default (CPU, no downloads)
 #   make test      run the test suite
-# Both create ./.venv and install the pinned stack on first use.
+# Both create ./.venv and install the exact tested stack of constraints.txt on first use (pyproject.toml itself only
+# declares version ranges).
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -10,10 +11,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: default refresh-default restore report-from-votes test install clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

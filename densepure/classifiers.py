@@ -660,7 +660,8 @@ class ClassifierSpec:
     ``None`` means ``timm.create_model(architecture, pretrained=False, ...)``. ``input_size`` ``None`` = no
     resize. ``reference_norm`` / ``correct_norm``: ``None`` = feed [-1, 1] as is. ``correct_interpolation`` /
     ``correct_antialias`` override the resize for the ``"correct"`` mode (default: same as reference).
-    ``checkpoint_format``: a key of :data:`CHECKPOINT_FORMATS`.
+    ``checkpoint_format``: a key of :data:`CHECKPOINT_FORMATS`. ``plugin``: built by a user's ``module:function``,
+    which may load its own weights (no warning without a checkpoint).
     """
 
     name: str
@@ -677,6 +678,7 @@ class ClassifierSpec:
     correct_interpolation: str | None = None
     correct_antialias: bool | None = None
     description: str = ""
+    plugin: bool = False
 
     def __post_init__(self):
         if self.checkpoint_format not in CHECKPOINT_FORMATS:
@@ -725,7 +727,8 @@ def register_classifier(spec_or_factory, *, overwrite: bool = False):
 
 
 def list_classifiers() -> list[str]:
-    """Registered names (sorted). Any timm model is also available as ``timm:<model_name>``."""
+    """Registered names (sorted). Any timm model is also available as ``timm:<model_name>``, and any network of
+    yours as ``module:function`` (see :func:`get_classifier_spec`)."""
     return sorted(CLASSIFIERS)
 
 
@@ -758,13 +761,42 @@ def _timm_spec(model_name: str) -> ClassifierSpec:
     )
 
 
+def _plugin_spec(target: str) -> ClassifierSpec:
+    """A classifier built by an importable ``module:function``: ``function(num_classes=n)`` returns an
+    ``nn.Module`` mapping the purified batch (B x C x H x W in [-1, 1], the dataset's resolution) to logits; any
+    resizing or normalisation is its own."""
+    from .plugins import import_object
+
+    return ClassifierSpec(name=target, dataset="", architecture=target, num_classes=0, input_size=None,
+                          factory=import_object(target, "classifier"), plugin=True,
+                          description="your network (module:function), fed the purified [-1,1] images")
+
+
+def _plugin_model(spec: ClassifierSpec, num_classes: int | None) -> nn.Module:
+    """The network of a plug-in spec, with the user's errors as one line."""
+    try:
+        model = spec.build_model(num_classes)
+    except Exception as err:  # whatever the user's function raises
+        raise ClassifierError(f"classifier {spec.name}(num_classes={num_classes}) failed: {type(err).__name__}: "
+                              f"{err}") from None
+    if not isinstance(model, nn.Module):
+        raise ClassifierError(f"classifier {spec.name} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
 def get_classifier_spec(name: str) -> ClassifierSpec:
-    """The registered spec, or one made from timm's pretrained config for ``timm:<model_name>``."""
+    """The registered spec; for ``timm:<model_name>`` one made from timm's pretrained config; for
+    ``module:function`` your own network (:func:`_plugin_spec`)."""
+    from .plugins import is_target
+
     if name in CLASSIFIERS:
         return CLASSIFIERS[name]
     if isinstance(name, str) and name.startswith("timm:"):
         return _timm_spec(name[len("timm:"):])
-    raise ClassifierError(f"unknown classifier {name!r}; known: {', '.join(list_classifiers())}, or timm:<model_name>")
+    if isinstance(name, str) and is_target(name):
+        return _plugin_spec(name)
+    raise ClassifierError(f"unknown classifier {name!r}; known: {', '.join(list_classifiers())}, timm:<model_name> "
+                          "or an importable module:function")
 
 
 def build_classifier(
@@ -785,11 +817,11 @@ def build_classifier(
     """
     spec = get_classifier_spec(name)
     prep = spec.preprocessing(preprocessing)
-    model = spec.build_model(num_classes, **model_kwargs)
-    if checkpoint is None:
+    model = _plugin_model(spec, num_classes) if spec.plugin else spec.build_model(num_classes, **model_kwargs)
+    if checkpoint is None and not spec.plugin:
         warnings.warn(f"{spec.name}: no checkpoint given, the classifier has random weights",
                       RandomWeightsWarning, stacklevel=2)
-    else:
+    elif checkpoint is not None:
         state_dict = load_checkpoint_file(checkpoint)
         state_dict = CHECKPOINT_FORMATS[spec.checkpoint_format](state_dict, model)
         load_state_dict_into(model, state_dict, source=checkpoint)

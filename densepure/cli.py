@@ -22,6 +22,11 @@ examples:
   densepure certify ... --method onestep
   # the same votes, faster: bf16, compiled, draws x votes packed into large batches (a different setting: bf16)
   densepure certify ... --mode fast --compile-cache .cache/torch-compile
+  # your own data and networks (importable module:function names; a timm model by name)
+  densepure certify --dataset pets --dataset-loader image_folder --data-root data/pets --ids 0:100 \\
+      --diffusion mypackage.nets:make_unet --diffusion-schedule linear:1000 --diffusion-ckpt ckpt/unet.pt \\
+      --classifier my-resnet --classifier-model timm:resnet18 --classifier-ckpt ckpt/resnet18.pth \\
+      --sigma 0.25 --b 10 --K 40 --votes-dir votes/pets --out pets.tsv
 
 Kill it at any time: rerunning the same command resumes after the last finished image.
 """
@@ -50,18 +55,31 @@ def _alpha(text: str) -> float:
 
 def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to certify")
-    g.add_argument("--dataset", required=True, help="cifar10, imagenet or digits (embedded)")
+    g.add_argument("--dataset", required=True,
+                   help="cifar10, imagenet or digits (embedded); with --dataset-loader, any name for your own data")
+    g.add_argument("--dataset-loader", metavar="LOADER",
+                   help="your own data: image_folder (class folders under --data-root) or an importable "
+                        "module:function(root) returning (image in [0,1], label) pairs")
     g.add_argument("--data-root", help="dataset folder (CIFAR-10: contains cifar-10-batches-py/; ImageNet: val/ "
                    "in class folders); not needed for digits")
     g.add_argument("--ids", required=True, help="test-set image ids: start:stop:step, 0,20,40 or @file")
     g = p.add_argument_group("models")
     g.add_argument("--diffusion", required=True,
-                   help="guided-imagenet256 (OpenAI 256x256 uncond), improved-cifar10 (50M, L_hybrid) or bundle "
-                        "(a densepure .pt file that carries its own UNet config and schedule)")
-    g.add_argument("--diffusion-ckpt", required=True, type=Path, help="diffusion checkpoint file")
+                   help="guided-imagenet256 (OpenAI 256x256 uncond), improved-cifar10 (50M, L_hybrid), bundle "
+                        "(a densepure .pt file that carries its own UNet config and schedule), or your own "
+                        "eps-predicting network as an importable module:function (with --diffusion-schedule)")
+    g.add_argument("--diffusion-ckpt", type=Path,
+                   help="diffusion checkpoint file (for a module:function: an optional state dict to load)")
+    g.add_argument("--diffusion-schedule", metavar="KIND:T",
+                   help="noise schedule of a module:function diffusion model, e.g. linear:1000 or cosine:4000")
     g.add_argument("--classifier", required=True,
-                   help="registered classifier name (see `densepure classifiers`) or timm:<model name>")
-    g.add_argument("--classifier-ckpt", type=Path, help="classifier weights file (never downloaded at run time)")
+                   help="registered classifier name (see `densepure classifiers`), timm:<model name>, or your own "
+                        "network as an importable module:function(num_classes)")
+    g.add_argument("--classifier-model", metavar="MODEL",
+                   help="what builds the classifier (timm:<model name> or module:function) when --classifier is "
+                        "only the name the results carry")
+    g.add_argument("--classifier-ckpt", type=Path,
+                   help="classifier weights file (never downloaded at run time; optional for a module:function)")
     g.add_argument("--preprocessing", choices=["reference", "correct"], default="reference",
                    help="classifier input preprocessing: the reference's (default; some models get un-normalised "
                         "inputs) or the model's correct normalisation")
@@ -166,11 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("classifiers", help="list the registered classifier names")
 
     p = sub.add_parser("download", help="download a file with retries and verify its sha256 against a lock file",
-                       description="Download URL to OUT atomically. The sha256 is checked against the lock file: "
-                                   "recorded on first download, enforced afterwards; a mismatch keeps nothing.")
-    p.add_argument("--url", required=True, help="public URL (http, https or file)")
+                       description="Download URL to OUT with pooch (retries, progress bar), checked against the "
+                                   "lock file's sha256 before it is kept: a mismatch keeps nothing. A file with no "
+                                   "digest in the lock file is trusted on first use: its sha256 is recorded there. "
+                                   "An OUT that already matches its digest is not downloaded again.")
+    p.add_argument("--url", required=True, help="public URL (http, https or ftp)")
     p.add_argument("--out", required=True, type=Path, help="destination file")
-    p.add_argument("--lock", required=True, type=Path, help="lock file of '<sha256>  <name>' lines")
+    p.add_argument("--lock", required=True, type=Path,
+                   help="lock file of '<sha256>  <name>' lines (or 'sha256-prefix:<hex>  <name>')")
     p.add_argument("--name", help="the file's key in the lock file [its file name]")
     p.add_argument("--retries", type=_positive_int, default=3, help="attempts before giving up [3]")
     p.add_argument("--extract-to", type=Path, help="also extract the (tar) archive into this folder")

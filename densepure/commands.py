@@ -36,11 +36,21 @@ def execution_from_args(args: argparse.Namespace, device=None):
         compile=getattr(args, "compile", None), compile_cache=str(cache) if cache else None)
 
 
+def plugin_extra(args: argparse.Namespace) -> dict:
+    """What else defines the votes when a certify command line names your own models or data (empty otherwise):
+    the classifier that builds ``--classifier``, the dataset loader, a diffusion schedule. (A loaded dataset adds
+    its number of classes, which aggregation needs.)"""
+    options = ("classifier_model", "dataset_loader", "diffusion_schedule")
+    return {option: getattr(args, option) for option in options if getattr(args, option, None)}
+
+
 def setting_from_args(args: argparse.Namespace, execution=None) -> Setting:
     """The votes-defining setting of a ``certify`` command line. A classifier precision other than fp32 changes
-    the votes, so it is recorded (under ``extra``, which stays empty otherwise)."""
+    the votes, so it is recorded (under ``extra``, which stays empty otherwise), as do your own models and data
+    (:func:`plugin_extra`)."""
     execution = execution or execution_from_args(args)
     extra = {} if execution.classifier_precision == "fp32" else {"classifier_precision": execution.classifier_precision}
+    extra.update(plugin_extra(args))
     setting = Setting(
         dataset=args.dataset, diffusion=args.diffusion, classifier=args.classifier, sigma=args.sigma, b=args.b,
         K=args.K, N0=args.N0, N=args.N, seed=args.seed, method=args.method, timestep_rule=args.timestep_rule,
@@ -51,12 +61,13 @@ def setting_from_args(args: argparse.Namespace, execution=None) -> Setting:
 
 
 def checkpoint_digests(diffusion_ckpt: str | Path, classifier_ckpt: str | Path | None) -> dict:
-    """sha256 of the weights files a certification job loads (``classifier`` is None for random weights): part of
-    the votes' setting. Call after the models loaded (they report a missing file)."""
+    """sha256 of the weights files a certification job loads (None where there is none: random weights, or your
+    own network that loads its weights itself): part of the votes' setting. Call after the models loaded (they
+    report a missing file)."""
     from .classifiers import checkpoint_file
     from .download import sha256
 
-    return {"diffusion": sha256(diffusion_ckpt),
+    return {"diffusion": sha256(diffusion_ckpt) if diffusion_ckpt else None,
             "classifier": sha256(checkpoint_file(classifier_ckpt)) if classifier_ckpt else None}
 
 
@@ -127,7 +138,9 @@ def certify(args: argparse.Namespace) -> int:
     setting = setting_from_args(args, execution)
     Ks = served_Ks(args)
     savings = savings_from_args(args)
-    dataset = load_dataset(args.dataset, args.data_root)
+    dataset = load_dataset(args.dataset, args.data_root, loader=args.dataset_loader)
+    if args.dataset_loader:
+        setting = replace(setting, extra={**setting.extra, "num_classes": dataset.num_classes})
     ids = unique_ids(parse_ids(args.ids))
     check_ids(ids, len(dataset), args.dataset)
     one_shot_job = args.method in ("onestep", "carlini") or args.b == 1
@@ -138,9 +151,9 @@ def certify(args: argparse.Namespace) -> int:
         if directory is not None:
             writable_directory(directory)
     net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=execution.precision,
-                                   attention=execution.attention)
-    classifier = build_classifier(args.classifier, checkpoint=args.classifier_ckpt, preprocessing=args.preprocessing,
-                                  device=device)
+                                   attention=execution.attention, schedule_spec=args.diffusion_schedule)
+    classifier = build_classifier(args.classifier_model or args.classifier, checkpoint=args.classifier_ckpt,
+                                  preprocessing=args.preprocessing, num_classes=dataset.num_classes, device=device)
     setting = replace(setting, checkpoints=checkpoint_digests(args.diffusion_ckpt, args.classifier_ckpt))
     denoiser, classify = prepare_models(net, classifier, execution)
     plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
@@ -213,11 +226,12 @@ def aggregate(args: argparse.Namespace) -> int:
     if missing:
         raise VotesError(f"image {missing[0]} has no complete votes file in {', '.join(map(str, args.votes_dir))}")
     rows: dict[int, list] = {K: [] for K in args.K}
+    num_classes = setting.extra.get("num_classes") or NUM_CLASSES[setting.dataset]  # your own data records its own
     for i in ids:
         record = by_id[i].read(i)
         for K in args.K:
             try:
-                rows[K].append(result_row(i, record, setting, K, args.alpha, NUM_CLASSES[setting.dataset]))
+                rows[K].append(result_row(i, record, setting, K, args.alpha, num_classes))
             except VotesError as err:
                 raise VotesError(f"{by_id[i].path(i)}: {err}") from None
     for K in args.K:
@@ -231,15 +245,14 @@ def classifiers(args: argparse.Namespace) -> int:
     for name in list_classifiers():
         spec = get_classifier_spec(name)
         print(f"{name:18s} {spec.dataset:9s} {spec.description}")
+    print("also: timm:<model name> (any timm model), or your own network as an importable module:function")
     return 0
 
 
 def download(args: argparse.Namespace) -> int:
-    from .download import download as fetch, extract_tar
+    from .download import download as fetch
 
-    fetch(args.url, args.out, args.lock, name=args.name, retries=args.retries)
-    if args.extract_to:
-        extract_tar(args.out, args.extract_to)
+    fetch(args.url, args.out, args.lock, name=args.name, retries=args.retries, extract_to=args.extract_to)
     return 0
 
 

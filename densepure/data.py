@@ -6,6 +6,12 @@ Every dataset yields ``(x, label)`` with ``x`` a float32 tensor C x H x W in [0,
   ``CenterCrop(256)``, as the DensePure reference does; id ``500 k`` is the first image of class ``10 k``.
 * ``digits``: scikit-learn's 8 x 8 handwritten digits (shipped with the package), grey values / 16, one
   channel; ids ``0..1199`` train, ``1200..1796`` test (a fixed split, test id ``i`` is digit ``1200 + i``).
+
+Your own data, under any name, by a *loader* (:func:`load_dataset`):
+* ``image_folder``: ``root/<class>/<image>`` (torchvision ``ImageFolder``: classes and images sorted, RGB,
+  ``ToTensor``), all images of one size; id ``i`` is the ``i``-th image in that order.
+* ``module:function``: ``function(root)`` returns an indexable dataset, ``len()`` and ``[i] -> (image, label)``
+  with the image C x H x W in [0, 1], and its ``num_classes`` (or a ``classes`` list) as an attribute.
 """
 
 from __future__ import annotations
@@ -93,12 +99,54 @@ def _imagenet(root: Path) -> Dataset:
 
 
 DATASETS = {"digits": _digits, "cifar10": _cifar10, "imagenet": _imagenet}
+IMAGE_FOLDER = "image_folder"
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
-    """The certification split of dataset ``name`` (``root`` is ignored for the embedded ``digits``)."""
+def _image_folder(name: str, root: Path | None) -> Dataset:
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import ToTensor
+
+    if root is None or not root.is_dir():
+        raise DataError(f"dataset {name}: image folder not found: {root}")
+    try:
+        data = ImageFolder(str(root), transform=ToTensor())
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DataError(f"dataset {name}: {root} is not in class-folder layout: {err}") from None
+    return Dataset(name, len(data.classes), len(data), lambda i: data[i])
+
+
+def _loaded(name: str, loader: str, root: Path | None) -> Dataset:
+    import torch
+
+    from .plugins import import_object
+
+    factory = import_object(loader, "dataset loader")
+    try:
+        data = factory(None if root is None else str(root))
+        num_classes = getattr(data, "num_classes", None) or len(getattr(data, "classes", []))
+        length = len(data)
+    except Exception as err:  # whatever the user's loader raises
+        raise DataError(f"dataset {name}: {loader}({str(root)!r}) failed: {type(err).__name__}: {err}") from None
+    if not num_classes:
+        raise DataError(f"dataset {name}: what {loader} returns needs a num_classes (or classes) attribute")
+
+    def get(i: int) -> tuple[torch.Tensor, int]:
+        image, label = data[i]
+        return torch.as_tensor(image, dtype=torch.float32), int(label)
+
+    return Dataset(name, int(num_classes), length, get)
+
+
+def load_dataset(name: str, root: str | Path | None = None, loader: str | None = None) -> Dataset:
+    """The certification split of dataset ``name`` (``root`` is ignored for the embedded ``digits``); with a
+    ``loader`` (``image_folder`` or ``module:function``) your own data under that name."""
+    if loader == IMAGE_FOLDER:
+        return _image_folder(name, None if root is None else Path(root))
+    if loader is not None:
+        return _loaded(name, loader, None if root is None else Path(root))
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+        raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)}; your own data needs a loader: "
+                        f"{IMAGE_FOLDER} or module:function)")
     if name == "digits":
         return _digits()
     if root is None:

@@ -30,10 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from . import grid
+from . import grid, resources
 from .execution import resolve_execution
-
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 # Images per second of one forward pass, on one NVIDIA H200 unless noted. "measured" numbers are ours; the others
 # are assumptions, to be replaced with measured ones through --rates (benchmarks/throughput.py writes such a file:
@@ -225,6 +223,8 @@ def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool
     for setting in grid.settings(config):
         key, data = setting.key, config["datasets"][setting.key.dataset]
         arch = config["diffusion_models"][data["diffusion"]]["arch"]
+        if arch == grid.PLUGIN_ARCH:  # your own network: its rate goes by its name in the config
+            arch = data["diffusion"]
         shards = grid.job_shards(config, setting)
         execution = dataset_execution(config, key.dataset)
         precision = execution.precision
@@ -259,21 +259,22 @@ def estimate(config: dict, rates: dict | None = None, shared_first_step: bool | 
 
 
 def load_config(path: str | Path) -> dict:
-    """A workflow config, validated against the workflow's schema (defaults filled in) when the schema is there."""
+    """A workflow config (a file, or a packaged one by name: :func:`densepure.resources.config_file`), validated
+    against the workflow's schema with its defaults filled in."""
+    path = resources.config_file(path)
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read config ({err})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a workflow config must be a mapping")
-    if SCHEMA.is_file():
-        from snakemake.exceptions import WorkflowError
-        from snakemake.utils import validate
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
 
-        try:
-            validate(config, str(SCHEMA))
-        except WorkflowError as err:
-            raise ValueError(f"{path}: invalid config: {' '.join(str(err).split())[:500]}") from None
+    try:
+        validate(config, str(resources.resource(resources.SCHEMA)))
+    except WorkflowError as err:
+        raise ValueError(f"{path}: invalid config: {' '.join(str(err).split())[:500]}") from None
     grid.check_config(config)
     return config
 
@@ -408,8 +409,9 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
                "thread). Override them with --rates FILE, e.g. the JSON of benchmarks/throughput.py, or\n"
                "  diffusion: {guided-imagenet256: {fp16: 120.0}}\n  classifiers: {beit-large-512: {bf16: 150.0}}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configfile", type=Path, default=Path("config/config.yaml"),
-                   help="workflow config [config/config.yaml]")
+    p.add_argument("--configfile", default="config/config.yaml",
+                   help="workflow config; config/config.yaml and config/paper.yaml (or: default, paper) are found in "
+                        "the installed package when not in the current folder [config/config.yaml]")
     p.add_argument("--rates", type=Path, help="YAML/JSON file of throughputs replacing the built-in ones")
     p.add_argument("--format", choices=["text", "csv"], default="text", help="output format [text]")
     p.add_argument("--stores", action="store_true", help="one row per votes store instead of per artifact")
@@ -422,6 +424,7 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
 def run_estimate(args: argparse.Namespace) -> int:
     """Print the estimate for ``args`` (from :func:`add_estimate_command`); returns the exit status."""
     config = load_config(args.configfile)
+    shown = str(resources.config_file(args.configfile))
     rates = load_rates(getattr(args, "rates", None))
     shared = getattr(args, "shared_first_step", None)
     stores = getattr(args, "stores", False)
@@ -429,7 +432,7 @@ def run_estimate(args: argparse.Namespace) -> int:
     if getattr(args, "format", "text") == "csv":
         print(format_csv(rows, total, stores), end="")
     else:
-        print(format_text(config, str(args.configfile), rows, total, shared, stores), end="")
+        print(format_text(config, shown, rows, total, shared, stores), end="")
     return 0
 
 

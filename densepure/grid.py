@@ -12,6 +12,7 @@ The Snakefile calls only this module for the grid, so the tests reach every rule
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -268,13 +269,42 @@ def target_name(artifact: str) -> str:
     return artifact
 
 
-def model_path(config: dict, section: str, name: str) -> str:
-    """Where model ``name`` of ``diffusion_models`` / ``classifiers`` lives: trained ones under the run's work
-    folder, downloaded ones under ``checkpoints_dir``."""
+def model_path(config: dict, section: str, name: str) -> str | None:
+    """Where the weights of model ``name`` of ``diffusion_models`` / ``classifiers`` live: trained ones under the
+    run's work folder, downloaded ones under ``checkpoints_dir``; None for your own network without a file."""
     entry = config[section][name]
     if "train" in entry:
         return f"{config['work_dir']}/{config['run']}/models/{name}.pt"
-    return f"{config['checkpoints_dir']}/{entry['file']}"
+    if "file" in entry:
+        return f"{config['checkpoints_dir']}/{entry['file']}"
+    return None
+
+
+PLUGIN_ARCH = "plugin"
+
+
+def _check_plugins(config: dict) -> None:
+    """Your own models and data (``model``, ``arch: plugin``, ``loader``) have what they need."""
+    from .data import DATASETS, IMAGE_FOLDER
+
+    for name, spec in config["datasets"].items():
+        loader = spec.get("loader")
+        if loader is None and name not in DATASETS:
+            raise ValueError(f"datasets.{name}: not a built-in dataset ({', '.join(DATASETS)}); your own data needs "
+                             f"`loader` ({IMAGE_FOLDER} or module:function)")
+        if loader == IMAGE_FOLDER and not spec.get("root"):
+            raise ValueError(f"datasets.{name}.root: the image folder of loader {IMAGE_FOLDER}")
+    for name, entry in config["diffusion_models"].items():
+        plugin = entry["arch"] == PLUGIN_ARCH
+        if plugin != ("model" in entry) or plugin != ("schedule" in entry):
+            raise ValueError(f"diffusion_models.{name}: `model` (module:function) and `schedule` go together with "
+                             f"arch: {PLUGIN_ARCH}")
+    for section in ("diffusion_models", "classifiers"):
+        for name, entry in config[section].items():
+            own = "model" in entry
+            if "train" not in entry and "file" not in entry and not own:
+                raise ValueError(f"{section}.{name}: needs `file` (downloaded or placed by hand), `train`, or your "
+                                 "own `model`")
 
 
 def check_config(config: dict) -> None:
@@ -282,10 +312,7 @@ def check_config(config: dict) -> None:
     for name, spec in config["datasets"].items():
         if spec["diffusion"] not in config["diffusion_models"]:
             raise ValueError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r}")
-    for section in ("diffusion_models", "classifiers"):
-        for name, entry in config[section].items():
-            if "train" not in entry and "file" not in entry:
-                raise ValueError(f"{section}.{name}: needs `file` (downloaded or placed by hand) or `train`")
+    _check_plugins(config)
     for artifact, spec in config["artifacts"].items():
         for i, panel in enumerate(spec["panels"]):
             where = f"artifacts.{artifact}.panels[{i}]"
@@ -343,10 +370,11 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
     key, data = setting.key, config["datasets"][setting.key.dataset]
     ids = job_shards(config, setting)[shard]
     diffusion = config["diffusion_models"][data["diffusion"]]
+    classifier = config["classifiers"][key.classifier]
     options = {
-        "--dataset": key.dataset, "--ids": ",".join(map(str, ids)), "--diffusion": diffusion["arch"],
-        "--classifier": key.classifier, "--preprocessing": config["classifiers"][key.classifier].get(
-            "preprocessing", "reference"),
+        "--dataset": key.dataset, "--ids": ",".join(map(str, ids)), "--diffusion": diffusion.get("model") or
+        diffusion["arch"], "--classifier": key.classifier, "--preprocessing": classifier.get("preprocessing",
+                                                                                             "reference"),
         "--sigma": key.sigma, "--b": key.b, "--K": setting.K, "--N0": data.get("N0", 100), "--N": data["N"],
         "--alpha": config["alpha"], "--seed": config["seed"], "--method": "densepure" if key.method == "densepure"
         else key.method, "--device": config["device"],
@@ -376,7 +404,27 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
             options["--one-shot-votes-dir"] = f"{config['work_dir']}/{config['run']}/votes/{one_shot.name}"
             if wanted != ids:
                 options["--one-shot-ids"] = ",".join(map(str, wanted))
+    options.update(_plugin_options(data, diffusion, classifier))
     return " ".join([*(f"{flag} {value}" for flag, value in options.items()), *flags, "--quiet"])
+
+
+def _plugin_options(data: dict, diffusion: dict, classifier: dict) -> dict:
+    """The certify options of your own data loader, diffusion schedule and classifier model (none if unused)."""
+    options = {}
+    if data.get("loader"):
+        options["--dataset-loader"] = data["loader"]
+    if "schedule" in diffusion:
+        options["--diffusion-schedule"] = f"{diffusion['schedule']['kind']}:{diffusion['schedule']['T']}"
+    if classifier.get("model"):
+        options["--classifier-model"] = shlex.quote(classifier["model"])
+    return options
+
+
+def checkpoint_arguments(inputs: dict) -> str:
+    """``--diffusion-ckpt`` / ``--classifier-ckpt`` for the weights files among a certify job's named inputs (your
+    own networks may have none)."""
+    return " ".join(f"--{name}-ckpt {shlex.quote(str(inputs[name]))}" for name in ("diffusion", "classifier")
+                    if name in inputs)
 
 
 def by_hand_files(config: dict) -> list[str]:

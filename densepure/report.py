@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import beta
 
+from . import resources
 from .smoothing import certified_accuracy, format_radius
 
 REQUIRED_COLUMNS = ["idx", "label", "predict", "radius", "correct", "dataset", "classifier", "method", "sigma", "b",
@@ -45,7 +46,6 @@ REQUIRED_COLUMNS = ["idx", "label", "predict", "radius", "correct", "dataset", "
 OPTIONAL_COLUMNS = ["N0", "N", "alpha", "precision"]
 SETTING_KEYS = ["dataset", "classifier", "method", "sigma", "b", "K", "N0", "N", "alpha", "precision"]
 
-PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
 DATASET_LABELS = {"cifar10": "CIFAR-10", "imagenet": "ImageNet", "digits": "digits"}
 CLASSIFIER_LABELS = {"vit-b16": "ViT-B/16", "wrn-28-10": "WRN28-10", "beit-large": "BEiT", "wrn-50-2": "WRN50-2",
                      "resnet-152": "ResNet-152", "mixer-b16": "MLP-Mixer"}
@@ -317,9 +317,7 @@ def load_spec(path: str | Path, artifact: str) -> dict:
     artifact / image set."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"spec file not found: {path}")
+    path = resources.config_file(path, what="spec file")
     config = yaml.safe_load(_extract_yaml(path.read_text())) or {}
     artifacts = config.get("artifacts", config) if isinstance(config, dict) else {}
     if artifact not in artifacts or not isinstance(artifacts[artifact], dict):
@@ -486,7 +484,7 @@ def table1(results: pd.DataFrame, spec: dict, paper_csv: str | Path | None = Non
 
 def quoted_baselines(paper_csv: str | Path | None = None, datasets: Sequence[str] | None = None) -> pd.DataFrame:
     """Table 1's baseline rows of the paper CSV (all but Carlini/Ours) as cells with ``reproduced = False``."""
-    path = Path(paper_csv) if paper_csv else PAPER_DIR / "table1.csv"
+    path = Path(paper_csv) if paper_csv else resources.paper_numbers("table1")
     if not path.is_file():
         raise ValueError(f"paper table not found: {path}")
     paper = pd.read_csv(path)
@@ -1025,8 +1023,10 @@ def add_report_commands(subparsers) -> None:
                       ("figure", "draw a figure artifact as PNG and PDF")):
         p = subparsers.add_parser(cmd, help=what, description=what + " from certification TSVs.")
         p.add_argument("--artifact", required=True, help="artifact name in the spec, e.g. tableA, fig3")
-        p.add_argument("--spec", required=True, type=Path,
-                       help="YAML with the artifact specs (config/paper.yaml or config/README.md)")
+        p.add_argument("--spec", required=True,
+                       help="YAML with the artifact specs (a workflow config or config/README.md); config/paper.yaml "
+                            "and config/config.yaml (or: paper, default) are found in the installed package when not "
+                            "in the current folder")
         p.add_argument("--results", required=True, nargs="+", type=Path,
                        help="certification TSV files (a directory = its *.tsv)")
         p.add_argument("--outdir", required=True, type=Path, help="output directory")
@@ -1039,7 +1039,7 @@ def add_report_commands(subparsers) -> None:
     p.add_argument("--artifact", required=True, help="artifact name, e.g. tableA")
     p.add_argument("--reproduced", required=True, type=Path, help="<artifact>_cells.csv written by `table` "
                                                                   "(or <artifact>_data.csv written by `figure`)")
-    p.add_argument("--paper", required=True, type=Path, help="published numbers, e.g. results/paper/tableA.csv")
+    p.add_argument("--paper", type=Path, help="published numbers [the packaged results/paper/<artifact>.csv]")
     p.add_argument("--out", required=True, type=Path, help="output CSV")
     p.set_defaults(report_command="compare")
 
@@ -1050,7 +1050,8 @@ def run_report(args: argparse.Namespace) -> int:
     if cmd == "compare":
         if not Path(args.reproduced).is_file():
             raise ValueError(f"reproduced cells not found: {args.reproduced}")
-        out = compare_with_paper(args.reproduced, args.paper, artifact=args.artifact)
+        out = compare_with_paper(args.reproduced, args.paper or resources.paper_numbers(args.artifact),
+                                 artifact=args.artifact)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         out.to_csv(args.out, index=False)
         counts = out["status"].value_counts()

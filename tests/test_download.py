@@ -1,5 +1,6 @@
-"""Downloads with retries and the sha256 lock file (densepure.download, `densepure download`, the workflow's
-download rules), against an HTTP server on 127.0.0.1 serving a temporary folder. No other network is used."""
+"""Downloads through pooch with retries and the sha256 lock file (densepure.download, `densepure download`, the
+workflow's download rules), against an HTTP server on 127.0.0.1 serving a temporary folder; and the committed lock
+file config/checksums.lock. No other network is used."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pooch
 import pytest
 import yaml
 
@@ -71,13 +73,19 @@ def server(tmp_path):
     thread.join(timeout=5)
 
 
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch):
+    """pooch waits 1, 2, ... s between attempts; the tests need not."""
+    monkeypatch.setattr(pooch.core.time, "sleep", lambda seconds: None)
+
+
 def serve(server, name: str, data: bytes) -> str:
     (server.root / name).write_bytes(data)
     return f"{server.url}/{name}"
 
 
 def fetch(url: str, out: Path, lock: Path, **kwargs) -> str:
-    return dl.download(url, out, lock, backoff=0.0, progress=False, timeout=10, **kwargs)
+    return dl.download(url, out, lock, progress=False, timeout=10, **kwargs)
 
 
 DATA = b"diffusion weights " * 1000
@@ -91,7 +99,7 @@ def test_first_download_records_the_digest(server, tmp_path):
     assert (tmp_path / "ckpt" / "model.pt").read_bytes() == DATA
     assert dl.read_lock(lock) == {"model.pt": DIGEST}
     assert f"{DIGEST}  model.pt" in lock.read_text().splitlines()
-    assert not list((tmp_path / "ckpt").glob("*.part"))
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["model.pt"]  # no temporary file left
 
 
 def test_second_download_is_verified(server, tmp_path):
@@ -114,13 +122,23 @@ def test_changed_file_fails_and_keeps_nothing(server, tmp_path):
     with pytest.raises(dl.DownloadError) as err:
         fetch(url, out, lock)
     message = str(err.value)
-    assert "model.pt" in message and DIGEST in message and hashlib.sha256(corrupt).hexdigest() in message
+    assert message.startswith("model.pt: ") and "nothing was kept" in message and "\n" not in message
+    assert DIGEST in message and hashlib.sha256(corrupt).hexdigest() in message
+    assert server.hits["model.pt"] == 1 + 3  # every attempt failed the check
     assert not out.exists() and not list(out.parent.glob("*"))
     assert dl.read_lock(lock) == {"model.pt": DIGEST}
-    # an earlier good copy at the output path stays as it was
-    with pytest.raises(dl.DownloadError):
-        fetch(url, tmp_path / "a" / "model.pt", lock)
-    assert (tmp_path / "a" / "model.pt").read_bytes() == DATA
+    # an earlier good copy at the output path is verified and kept, not downloaded again
+    assert fetch(url, tmp_path / "a" / "model.pt", lock) == DIGEST
+    assert (tmp_path / "a" / "model.pt").read_bytes() == DATA and server.hits["model.pt"] == 4
+
+
+def test_a_damaged_local_copy_is_downloaded_again(server, tmp_path):
+    url = serve(server, "model.pt", DATA)
+    lock = tmp_path / "lock"
+    fetch(url, tmp_path / "model.pt", lock)
+    (tmp_path / "model.pt").write_bytes(DATA[:100])
+    assert fetch(url, tmp_path / "model.pt", lock) == DIGEST
+    assert (tmp_path / "model.pt").read_bytes() == DATA and server.hits["model.pt"] == 2
 
 
 def test_retries_after_a_server_error(server, tmp_path):
@@ -152,11 +170,33 @@ def test_truncated_response_is_retried(server, tmp_path):
 def test_truncated_response_is_never_kept(server, tmp_path):
     url = serve(server, "model.pt", DATA)
     server.truncate["model.pt"] = 10
-    with pytest.raises(dl.DownloadError, match=f"closed after {len(DATA)} of {len(DATA) + 100} bytes"):
+    with pytest.raises(dl.DownloadError, match="failed after 2 attempts.*IncompleteRead"):
         fetch(url, tmp_path / "model.pt", tmp_path / "lock", retries=2)
     assert server.hits["model.pt"] == 2
-    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "model.pt.part").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]  # neither the file nor a partial one
     assert dl.read_lock(tmp_path / "lock") == {}
+
+
+def test_a_published_prefix_is_checked_then_completed(server, tmp_path):
+    """timm's file names carry the start of their sha256: the first download must match it, then the full digest
+    replaces the prefix; the lock file's comments stay."""
+    url = serve(server, "net-abc.pth", DATA)
+    lock = tmp_path / "lock"
+    lock.write_text(f"# a comment\n{'0' * 64}  other.pt\nsha256-prefix:{DIGEST[:8]}  net-abc.pth\n")
+    assert fetch(url, tmp_path / "net-abc.pth", lock) == DIGEST
+    assert lock.read_text() == f"# a comment\n{'0' * 64}  other.pt\n{DIGEST}  net-abc.pth\n"
+    lock.write_text("sha256-prefix:12345678  net-abc.pth\n")
+    with pytest.raises(dl.DownloadError, match=f"{DIGEST} does not start with 12345678"):
+        fetch(url, tmp_path / "b" / "net-abc.pth", lock)
+    assert not (tmp_path / "b" / "net-abc.pth").exists()
+    assert dl.read_lock(lock) == {"net-abc.pth": "sha256-prefix:12345678"}
+
+
+def test_a_malformed_lock_line_is_named(tmp_path):
+    lock = tmp_path / "lock"
+    lock.write_text("# ok\nabc  model.pt\n")
+    with pytest.raises(dl.DownloadError, match="lock:2: expected"):
+        dl.read_lock(lock)
 
 
 def _tarball(files: dict[str, bytes]) -> bytes:
@@ -181,20 +221,26 @@ def test_cli_downloads_verifies_and_extracts(server, tmp_path):
     assert main(args) == 0  # verified against the lock file this time
 
 
-def test_cli_reports_a_mismatch_in_one_line(server, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(dl.time, "sleep", lambda seconds: None)
+def test_archive_members_outside_the_folder_are_refused(server, tmp_path):
+    url = serve(server, "evil.tar.gz", _tarball({"data/ok": b"ok", "../escaped": b"x"}))
+    root = tmp_path / "data" / "set"
+    with pytest.raises(dl.DownloadError, match="evil.tar.gz: cannot extract"):
+        dl.download(url, root / "evil.tar.gz", tmp_path / "lock", progress=False, extract_to=root)
+    assert not (tmp_path / "data" / "escaped").exists()
+
+
+def test_cli_reports_a_mismatch_in_one_line(server, tmp_path, capsys):
     url = serve(server, "weights.bin", DATA)
     lock = tmp_path / "lock"
     lock.write_text(f"{'0' * 64}  weights.bin\n")
     out = tmp_path / "ckpt" / "weights.bin"
     assert main(["download", "--url", url, "--out", str(out), "--lock", str(lock)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress line, one error line
-    assert err.startswith("densepure: error: weights.bin: sha256") and DIGEST in err and "0" * 64 in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after pooch's progress lines, one error line
+    assert err.startswith("densepure: error: weights.bin: ") and DIGEST in err and "0" * 64 in err
     assert not out.exists()
 
 
-def test_cli_retries(server, tmp_path, monkeypatch):
-    monkeypatch.setattr(dl.time, "sleep", lambda seconds: None)
+def test_cli_retries(server, tmp_path):
     url = serve(server, "weights.bin", DATA)
     server.fail["weights.bin"] = 2
     assert main(["download", "--url", url, "--out", str(tmp_path / "w.bin"), "--lock", str(tmp_path / "lock"),
@@ -225,3 +271,41 @@ def test_workflow_downloads_the_diffusion_checkpoint(server, tmp_path):
     assert (work / "checkpoints" / "digits-unet.pt").read_bytes() == DATA
     assert dl.read_lock(work / "config" / "test.lock") == {"digits-unet.pt": DIGEST}
     assert server.hits["digits-unet.pt"] == 1
+
+
+# --- the committed lock file ------------------------------------------------------------------------------------
+
+LOCK = REPO / "config" / "checksums.lock"
+PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+
+
+def _paper_downloads() -> dict[str, str]:
+    """File name (the lock file's key) -> URL of everything config/paper.yaml downloads."""
+    files = {e["file"]: e["url"] for section in ("diffusion_models", "classifiers")
+             for e in PAPER[section].values() if e.get("url")}
+    for dataset in PAPER["datasets"].values():
+        if dataset.get("download"):
+            files[dataset["download"].rsplit("/", 1)[1]] = dataset["download"]
+    return files
+
+
+def test_every_download_has_a_digest_or_is_declared_trust_on_first_use():
+    entries = dl.read_lock(LOCK)
+    text = LOCK.read_text()
+    tofu = text[text.index("# Trust on first use"):]
+    for name in _paper_downloads():
+        assert (name in entries) != (name in tofu), f"{name}: needs exactly one of a digest or a trust-on-first-use note"
+    assert set(entries) <= set(_paper_downloads())
+    assert {n for n, d in entries.items() if not d.startswith(dl.PREFIX)} == {"cifar-10-python.tar.gz",
+                                                                             "256x256_diffusion_uncond.pt"}
+
+
+def test_timm_prefixes_are_those_of_the_file_names():
+    for name, digest in dl.read_lock(LOCK).items():
+        if digest.startswith(dl.PREFIX):
+            assert name.rsplit("-", 1)[1].split(".")[0] == digest[len(dl.PREFIX):], name
+
+
+def test_the_hugging_face_url_is_pinned_to_a_commit():
+    urls = [u for u in _paper_downloads().values() if "huggingface.co" in u]
+    assert urls and all("/resolve/main/" not in u and "/resolve/63acc43/" in u for u in urls)

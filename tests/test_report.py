@@ -237,8 +237,6 @@ def test_table1_max_over_sigma_with_matching_clean(results, tmp_path):
 
 
 def test_table1_default_paper_csv_quotes_baselines(results):
-    if not (report.PAPER_DIR / "table1.csv").is_file():
-        pytest.skip("results/paper/table1.csv not present")
     cells = report.table1(results, {"panels": [panel(radii=[0.25])]})
     rs = cells[(cells["method_key"] == "rs") & (cells["radius"] == 0.25)]
     assert rs["certified_accuracy"].tolist() == [61.0] and rs["clean_accuracy"].tolist() == [75.0]

@@ -18,7 +18,8 @@ rule certify:
         **resources_for("certify"),
     params:
         args=lambda wc: grid.certify_arguments(config, wc.store, int(wc.shard)),
+        checkpoints=lambda wc, input: grid.checkpoint_arguments(dict(input.items())),
         votes=lambda wc: store_dir(wc.store),
     shell:
-        "densepure certify {params.args} --diffusion-ckpt {input.diffusion:q} --classifier-ckpt {input.classifier:q} "
-        "--threads {threads} --votes-dir {params.votes:q} --out {output:q} 2> {log:q}"
+        "densepure certify {params.args} {params.checkpoints} --threads {threads} --votes-dir {params.votes:q} "
+        "--out {output:q} 2> {log:q}"

@@ -52,16 +52,17 @@ def certify_inputs(wildcards):
 
 
 def model_inputs(key):
-    """Checkpoints (and data) a setting key certifies with."""
+    """Checkpoints (and data) a setting key certifies with; your own networks may have no checkpoint."""
     inputs = {
         "diffusion": diffusion_checkpoint(key.dataset),
         "classifier": classifier_checkpoint(key.classifier),
     }
-    if key.dataset == "cifar10":
-        inputs["data"] = (
-            f"{config['datasets']['cifar10']['root']}/cifar-10-batches-py/test_batch"
-        )
-    return inputs
+    data = config["datasets"][key.dataset]
+    if key.dataset == "cifar10" and not data.get("loader"):
+        inputs["data"] = f"{data['root']}/cifar-10-batches-py/test_batch"
+    elif data.get("loader") == "image_folder":
+        inputs["data"] = data["root"]
+    return {name: path for name, path in inputs.items() if path is not None}
 
 
 def store_dir(store):

@@ -1,4 +1,4 @@
-# Checkpoints: downloaded (with retries, verified against the sha256 lock file) or trained on the CPU.
+# Checkpoints: downloaded (pooch: retries, verified against the sha256 lock file) or trained on the CPU.
 
 
 rule download_diffusion:
@@ -15,7 +15,8 @@ rule download_diffusion:
         url=lambda wc: grid.download_url(config, "diffusion_models", wc.file),
         lock=config["checksums"],
     shell:
-        "densepure download --url {params.url:q} --out {output:q} --lock {params.lock:q} 2> {log:q}"
+        "densepure download --url {params.url:q} --out {output:q} --name {wildcards.file:q} --lock {params.lock:q} "
+        "2> {log:q}"
 
 
 rule download_classifier:
@@ -32,7 +33,8 @@ rule download_classifier:
         url=lambda wc: grid.download_url(config, "classifiers", wc.file),
         lock=config["checksums"],
     shell:
-        "densepure download --url {params.url:q} --out {output:q} --lock {params.lock:q} 2> {log:q}"
+        "densepure download --url {params.url:q} --out {output:q} --name {wildcards.file:q} --lock {params.lock:q} "
+        "2> {log:q}"
 
 
 rule train_diffusion:
