@@ -8,10 +8,7 @@ estimate its probability (Cohen et al.).
 
 from __future__ import annotations
 
-import datetime
-import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ import torch
 from . import rng
 from .denoise import Denoiser, model_input, purify_votes
 from .execution import Execution
+from .progress import JobProgress
 from .schedule import ReversePlan
 from .results import Setting, result_row, write_tsv
 from .votes import VotesStore
@@ -174,38 +172,6 @@ class VoteCounter:
         return labels.cpu().numpy()
 
 
-class Progress:
-    """A one-line progress report on stderr: images done, draws per second, ETA."""
-
-    def __init__(self, images: int, draws_per_image: int, enabled: bool = True):
-        self.total = images * draws_per_image
-        self.done = 0
-        self.images, self.finished = images, 0
-        self.start = time.monotonic()
-        self.enabled = enabled
-
-    def draws(self, count: float) -> None:
-        self.done += count
-        self._print()
-
-    def image(self) -> None:
-        self.finished += 1
-        self._print(final=self.finished == self.images)
-
-    def _print(self, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else math.inf
-        eta_text = str(datetime.timedelta(seconds=int(eta))) if math.isfinite(eta) else "?"
-        sys.stderr.write(f"\rimages {self.finished}/{self.images}  draws {self.done:,.0f}/{self.total:,}  "
-                         f"{rate:,.0f} draws/s  ETA {eta_text}   ")
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 def run_certification(
     counter: VoteCounter,
     dataset,
@@ -213,9 +179,11 @@ def run_certification(
     store: VotesStore,
     tsv_path: Path,
     alpha: float,
-    progress: bool = True,
+    progress: JobProgress | None = None,
 ) -> None:
     """Compute and store the votes of every image in ``ids`` not yet in ``store``; rewrite the TSV after each.
+    ``progress`` (a :class:`~densepure.progress.JobProgress` of ``len(ids)`` images) hears of every draw and image
+    and writes its summary at the end; None reports nothing.
 
     Killing the job loses at most the image in progress: finished images are atomically stored and skipped on
     the next run, and the TSV is rebuilt from the store.
@@ -224,13 +192,16 @@ def run_certification(
     row = lambda i: result_row(i, store.read(i), setting, setting.K, alpha, dataset.num_classes)  # noqa: E731
     rows = {i: row(i) for i in ids if store.has(i)}
     todo = [i for i in ids if i not in rows]
-    report = Progress(len(todo), setting.N0 + setting.N, enabled=progress)
+    report = progress or JobProgress(len(ids), setting.N0 + setting.N, stream=None)
+    report.skipped(len(rows))
     write_tsv(tsv_path, rows.values())
     for image_id in todo:
         x, label = dataset[image_id]
         began = time.monotonic()
         labels = counter.votes(x, image_id, progress=report.draws)
-        store.write(image_id, labels, label, extra={"seconds": time.monotonic() - began, "device": str(counter.device)})
+        seconds = time.monotonic() - began
+        store.write(image_id, labels, label, extra={"seconds": seconds, "device": str(counter.device)})
         rows[image_id] = row(image_id)
         write_tsv(tsv_path, [rows[i] for i in ids if i in rows])
-        report.image()
+        report.image_done(image_id, seconds)
+    report.close()

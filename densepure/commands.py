@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def certify(args: argparse.Namespace) -> int:
     import torch
 
     from .certify import VoteCounter, prepare_models, run_certification
+    from .progress import JobProgress
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
     from .schedule import make_plan
@@ -94,7 +96,9 @@ def certify(args: argparse.Namespace) -> int:
                        shape=(args.N0 + args.N, args.K))
     counter = VoteCounter(denoiser, classify, plan, setting, batch=execution.batch, device=device,
                           shared_first_step=execution.shared_first_step)
-    run_certification(counter, dataset, ids, store, args.out, args.alpha, progress=not args.quiet)
+    progress = JobProgress(len(ids), args.N0 + args.N, stream=None if args.quiet else sys.stderr,
+                           interval=args.log_interval)
+    run_certification(counter, dataset, ids, store, args.out, args.alpha, progress=progress)
     return 0
 
 
@@ -162,8 +166,21 @@ def report(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
-COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers,
-            "download": download, "estimate": estimate, "table": report, "figure": report, "compare": report}
+def train(args: argparse.Namespace) -> int:
+    from .train import run
+
+    return run(args)
+
+
+def theory(args: argparse.Namespace) -> int:
+    from .theory import run
+
+    return run(args)
+
+
+COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers, "download": download,
+            "estimate": estimate, "table": report, "figure": report, "compare": report, "train": train,
+            "theory": theory}
 
 
 def run(args: argparse.Namespace) -> int:
