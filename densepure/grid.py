@@ -253,7 +253,7 @@ def trained(config: dict, section: str) -> list[str]:
 
 
 def train_options(config: dict, section: str, name: str) -> str:
-    """``--key value`` options for ``python -m densepure.train`` from the model's ``train`` mapping."""
+    """``--key value`` options for ``densepure train`` from the model's ``train`` mapping."""
     options = config[section][name]["train"] or {}
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in options.items())
 
@@ -283,7 +283,7 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
             options["--compile-cache"] = f"{config['work_dir']}/torch-compile"
     if data.get("root"):
         options["--data-root"] = data["root"]
-    return " ".join(f"{flag} {value}" for flag, value in options.items()) + " --quiet"
+    return " ".join(f"{flag} {value}" for flag, value in options.items())
 
 
 def by_hand_files(config: dict) -> list[str]:

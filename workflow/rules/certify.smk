@@ -20,5 +20,6 @@ rule certify:
         args=lambda wc: grid.certify_arguments(config, wc.store, int(wc.shard)),
         votes=lambda wc: store_dir(wc.store),
     shell:
-        "densepure certify {params.args} --diffusion-ckpt {input.diffusion:q} --classifier-ckpt {input.classifier:q} "
+        DENSEPURE
+        + " certify {params.args} --diffusion-ckpt {input.diffusion:q} --classifier-ckpt {input.classifier:q} "
         "--threads {threads} --votes-dir {params.votes:q} --out {output:q} 2> {log:q}"
