@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from densepure.progress import JobProgress
+from test_cli import models  # noqa: F401  (a fixture: the random-weight digits UNet and CNN of the CLI tests)
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
@@ -64,6 +65,23 @@ def test_log_file_gets_a_line_per_image_at_most_one_per_interval_and_a_summary()
     # 160 s: image 12 is done 38 s after the last line: no line of its own; the summary says it all
     assert "job summary: 3 images certified, 2 skipped as already done, 53.3 s per image, 0:02:40 in all" in lines[3]
     assert "GPU" not in lines[3] or torch.cuda.is_available()
+
+
+def test_summary_names_the_gpu_memory_high_water_mark(monkeypatch):
+    """Where the job used a GPU, the summary gives PyTorch's peak over the devices (a stand-in torch here)."""
+    gib = 2**30
+    peaks = {0: (1 * gib, 2 * gib), 1: (int(1.5 * gib), int(1.75 * gib))}
+    cuda = type("cuda", (), {"is_available": staticmethod(lambda: True), "is_initialized": staticmethod(lambda: True),
+                             "device_count": staticmethod(lambda: 2),
+                             "max_memory_allocated": staticmethod(lambda d: peaks[d][0]),
+                             "max_memory_reserved": staticmethod(lambda d: peaks[d][1])})
+    monkeypatch.setitem(sys.modules, "torch", type("torch", (), {"cuda": cuda}))
+    out = io.StringIO()
+    job = JobProgress(1, 10, stream=out, clock=Clock())
+    job.image_done(0, 3.0)
+    job.close()
+    assert out.getvalue().splitlines()[-1].endswith(
+        "3.0 s per image, 0:00:00 in all, GPU memory high-water mark 1.50 GiB allocated, 2.00 GiB reserved")
 
 
 def test_nothing_to_do_and_silent_jobs():
@@ -133,21 +151,6 @@ def test_forced_bar_and_fractional_draws():
 
 
 # --- a real certification job writing a log file ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    """A random-weight digits UNet bundle and digits CNN (the job's mechanics need no trained weights)."""
-    from densepure.diffusion import save_bundle
-    from densepure.schedule import cosine_schedule
-    from densepure.small_models import DigitsCNN, digits_unet_config
-    from densepure.unet import UNetModel
-
-    root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    save_bundle(root / "unet.pt", UNetModel(digits_unet_config()), cosine_schedule(1000))
-    torch.save(DigitsCNN().state_dict(), root / "cnn.pt")
-    return {"unet": root / "unet.pt", "cnn": root / "cnn.pt"}
 
 
 def certify_log(models, out: Path, *extra: str) -> str:
