@@ -30,6 +30,14 @@ try:
 except (WorkflowError, ValueError) as err:
     print(f"densepure: config error: {config_error(err)}", file=sys.stderr)
     sys.exit(2)
+# e.g. a deployed module whose Snakemake runs in a Python without the package
+except ImportError as err:
+    print(
+        f"densepure: {sys.executable} cannot import the densepure package ({err}); install it in the "
+        "environment that runs Snakemake (`make install` from a clone of the repository)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 # Jobs inherit this process's environment (locally, and through sbatch's default --export=ALL on Slurm).
 if config["portable_cpu_numerics"]:
