@@ -17,7 +17,6 @@ the resume point.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,6 +250,7 @@ class ImageJob:
     os: ImageVotes | None
     seconds: float = 0.0
     claims: list = field(default_factory=list)
+    draws_started: int = 0  # draws whose first call ran (progress)
 
     @property
     def done(self) -> bool:
@@ -428,6 +428,7 @@ class Scheduler:
         labels = self._timed(parts, lambda: self.purifier.first_steps(images, draws, keep, one_shot))
         start = 0
         for job, d, _, o in parts:
+            job.draws_started += len(d)
             got = labels[start:start + len(d)]
             start += len(d)
             if o.any():
@@ -567,6 +568,8 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
             refresh_tsv(target, job.image_id)
         counts["computed"] += 1
         if progress:
+            rows = (job.dp or job.os).labels.shape[0]
+            progress.draws(max(0, rows - job.draws_started))  # draws an early stop made unnecessary
             progress.image_done(job.image_id, job.seconds)
 
     def checkpoint(active: list[ImageJob]) -> None:

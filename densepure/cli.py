@@ -11,12 +11,21 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
+
+EPILOG_THEORY = """\
+examples (SPEC is a config file with a `theory` section, e.g. the workflow's work/<run>/config.effective.yaml):
+  densepure theory thm31 --spec SPEC --csv thm31.csv --md thm31.md
+  densepure theory fig2 --spec SPEC --png fig2.png --pdf fig2.pdf --csv fig2_data.csv
+  densepure theory radius --spec SPEC --csv r.csv --md r.md --png r.png --pdf r.pdf
+"""
+
 EPILOG_CERTIFY = """\
 examples:
   # CIFAR-10, DensePure main setting (sigma 0.25, b 10, 40 votes), images 0, 20, ..., 9980
   densepure certify --dataset cifar10 --data-root data/cifar10 --ids 0:10000:20 \\
-      --diffusion improved-cifar10 --diffusion-ckpt ckpt/cifar10_uncond_50M_500K.pt \\
-      --classifier vit-b16-cifar10 --classifier-ckpt ckpt/vit-cifar10/ \\
+      --diffusion improved-cifar10 --diffusion-ckpt checkpoints/cifar10_uncond_50M_500K.pt \\
+      --classifier vit-b16-cifar10 --classifier-ckpt checkpoints/vit-b16-cifar10/pytorch_model.bin \\
       --sigma 0.25 --b 10 --K 40 --N0 100 --N 100000 --votes-dir votes/c10 --out c10.tsv
   # Carlini et al.'s one-shot baseline as the DensePure code runs it
   densepure certify ... --method onestep
@@ -36,6 +45,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -124,7 +140,11 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile-cache", type=Path,
                    help="folder where torch.compile keeps its kernels for later runs [torch's default]")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for PyTorch [PyTorch's default]")
-    g.add_argument("--quiet", action="store_true", help="no progress line")
+    g = p.add_argument_group("progress", "on a terminal a progress bar; in a log file (stderr not a terminal) one line "
+                             "per finished image, at most one per --log-interval, and a summary at the end")
+    g.add_argument("--quiet", action="store_true", help="no progress bar, lines or summary")
+    g.add_argument("--log-interval", type=_non_negative_float, default=60.0, metavar="SECONDS",
+                   help="in a log file, at most one progress line per SECONDS (0: every image and batch) [60]")
     g = p.add_argument_group("exact savings", "each computes less without changing any certified output at the "
                                                 "served Ks (label, predict, radius, correct)")
     g.add_argument("--Ks", type=_positive_int, nargs="+",
@@ -152,8 +172,56 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_train_command(sub) -> None:
+    """``densepure train {classifier,diffusion}``: the embedded default's small models (densepure.train)."""
+    p = sub.add_parser("train", help="train the embedded default's small models on the digits (CPU, minutes)",
+                       description="Train the embedded default's small models on scikit-learn's 8x8 digits (CPU, "
+                                   "minutes). Progress and results go to stderr.")
+    models = p.add_subparsers(dest="model", required=True, parser_class=Parser)
+    cls = models.add_parser("classifier", help="DigitsCNN classifier (saved as a state dict)",
+                            description="Train DigitsCNN on the clean training digits; saves torch.save(state_dict).")
+    cls.add_argument("--out", required=True, help="output .pt file (written atomically)")
+    cls.add_argument("--seed", type=int, default=0, help="random seed [0]")
+    cls.add_argument("--epochs", type=_positive_int, default=20, help="training epochs [20]")
+    dif = models.add_parser("diffusion", help="digits UNet diffusion model (saved as a bundle)",
+                            description="Train the digits UNet as an improved-diffusion model (cosine, T=4000, hybrid "
+                                        "loss); saves a bundle loadable by load_diffusion('bundle', path).")
+    dif.add_argument("--out", required=True, help="output bundle .pt file (written atomically)")
+    dif.add_argument("--seed", type=int, default=0, help="random seed [0]")
+    dif.add_argument("--steps", type=_positive_int, default=1000, help="training steps [1000]")
+    dif.add_argument("--batch", type=_positive_int, default=64, help="batch size [64]")
+    dif.add_argument("--log-every", type=_positive_int, default=50, help="print the loss every N steps [50]")
+    for q in (cls, dif):
+        q.add_argument("--threads", type=_positive_int, help="torch threads [min(4, usable cores // 2), at least 1]")
+
+
+def add_theory_command(sub) -> None:
+    """``densepure theory {thm31,fig2,radius}``: Section 3 of the paper on an exact diffusion model."""
+    p = sub.add_parser("theory", help="Section 3 of the paper on an exact diffusion model (CPU, seconds)",
+                       description="Section 3 of the paper on an exact diffusion model (a Gaussian mixture whose "
+                                   "noised score is closed form): Theorem 3.1, Theorem 3.3 / Figure 2, and the "
+                                   "certified radius of the majority vote vs the one-shot posterior mean.",
+                       epilog=EPILOG_THEORY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    artifacts = p.add_subparsers(dest="theory_command", required=True, parser_class=Parser)
+    q = artifacts.add_parser("thm31", help="Theorem 3.1: the b-step sampler against the exact posterior (table)")
+    q.add_argument("--spec", required=True, help="config YAML with a `theory` section")
+    q.add_argument("--csv", required=True)
+    q.add_argument("--md", required=True)
+    q = artifacts.add_parser("fig2", help="Theorem 3.3 / Figure 2: robust region, sub-regions, r and r_sub "
+                             "(figure + data)")
+    q.add_argument("--spec", required=True, help="config YAML with a `theory` section")
+    q.add_argument("--png", required=True)
+    q.add_argument("--pdf", required=True)
+    q.add_argument("--csv", required=True, help="the plotted numbers")
+    q = artifacts.add_parser("radius", help="certified radius: DensePure majority vote vs one-shot posterior mean")
+    q.add_argument("--spec", required=True, help="config YAML with a `theory` section")
+    for name in ("csv", "md", "png", "pdf"):
+        q.add_argument(f"--{name}", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="densepure", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"densepure {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("certify", help="compute votes and certified radii for one setting",
@@ -203,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .estimate import add_estimate_command
 
     add_estimate_command(sub)
+    add_train_command(sub)
+    add_theory_command(sub)
     return parser
 
 

@@ -98,35 +98,11 @@ def served_Ks(args: argparse.Namespace) -> list[int]:
     return Ks
 
 
-class LineProgress:
-    """Progress of a certification job on stderr: one line per image and a summary at the end."""
-
-    def __init__(self, images: int, enabled: bool = True):
-        self.images, self.enabled, self.done, self.skip, self.draw_count = images, enabled, 0, 0, 0
-        self.start = __import__("time").monotonic()
-
-    def skipped(self, count: int) -> None:
-        self.skip += count
-
-    def draws(self, count: int) -> None:
-        self.draw_count += count
-
-    def image_done(self, image_id: int, seconds: float) -> None:
-        self.done += 1
-        if self.enabled:
-            print(f"image {image_id}: done in {seconds:.1f} s ({self.done + self.skip}/{self.images})",
-                  file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            elapsed = __import__("time").monotonic() - self.start
-            print(f"certified {self.done} images, {self.skip} already done, {elapsed:.1f} s", file=sys.stderr)
-
-
 def certify(args: argparse.Namespace) -> int:
     import torch
 
     from .certify import Purifier, StoreTarget, prepare_models, run_certification
+    from .progress import JobProgress
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
     from .schedule import make_plan, one_shot_plan
@@ -171,10 +147,10 @@ def certify(args: argparse.Namespace) -> int:
         targets.append(StoreTarget(os_store, os_setting, [1], args.one_shot_out, savings, ids=os_ids))
     purifier = Purifier(denoiser, classify, None if one_shot_job else plan, one_shot, args.seed, rows=execution.batch,
                         device=device, shared_first_step=execution.shared_first_step)
-    progress = LineProgress(len(ids), enabled=not args.quiet)
-    run_certification(purifier, dataset, ids, targets, args.alpha, checkpoint_seconds=args.checkpoint_seconds,
-                      progress=progress, device=str(device))
-    progress.close()
+    with JobProgress(len(ids), rows, stream=None if args.quiet else sys.stderr,
+                     interval=args.log_interval) as progress:
+        run_certification(purifier, dataset, ids, targets, args.alpha, checkpoint_seconds=args.checkpoint_seconds,
+                          progress=progress, device=str(device))
     return 0
 
 
@@ -268,8 +244,21 @@ def report(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
-COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers,
-            "download": download, "estimate": estimate, "table": report, "figure": report, "compare": report}
+def train(args: argparse.Namespace) -> int:
+    from .train import run
+
+    return run(args)
+
+
+def theory(args: argparse.Namespace) -> int:
+    from .theory import run
+
+    return run(args)
+
+
+COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers, "download": download,
+            "estimate": estimate, "table": report, "figure": report, "compare": report, "train": train,
+            "theory": theory}
 
 
 def run(args: argparse.Namespace) -> int:

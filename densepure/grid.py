@@ -359,7 +359,7 @@ def trained(config: dict, section: str) -> list[str]:
 
 
 def train_options(config: dict, section: str, name: str) -> str:
-    """``--key value`` options for ``python -m densepure.train`` from the model's ``train`` mapping."""
+    """``--key value`` options for ``densepure train`` from the model's ``train`` mapping."""
     options = config[section][name]["train"] or {}
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in options.items())
 
@@ -405,7 +405,7 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
             if wanted != ids:
                 options["--one-shot-ids"] = ",".join(map(str, wanted))
     options.update(_plugin_options(data, diffusion, classifier))
-    return " ".join([*(f"{flag} {value}" for flag, value in options.items()), *flags, "--quiet"])
+    return " ".join([*(f"{flag} {value}" for flag, value in options.items()), *flags])
 
 
 def _plugin_options(data: dict, diffusion: dict, classifier: dict) -> dict:

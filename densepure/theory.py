@@ -6,14 +6,13 @@ The data distribution is a labelled mixture of isotropic Gaussians in model spac
 set (``p`` is then a probability mass function). Noising it gives the closed-form marginal
 ``p_t(x) = sum_k pi_k N(x; sqrt(alpha_bar) mu_k, (alpha_bar s_k^2 + 1 - alpha_bar) I)``, whose score is the exact
 ``eps`` a perfectly trained network would output (:class:`ExactDenoiser`). Run it as
-``python -m densepure.theory {thm31,fig2,radius} --help``.
+``densepure theory {thm31,fig2,radius} --help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass
 
@@ -627,14 +626,7 @@ def radius_outputs(settings: dict, csv_path: str, md_path: str, png: str, pdf: s
     return rows
 
 
-# --- command line -------------------------------------------------------------------------------------------------
-
-EPILOG = """\
-examples (SPEC is a config file with a `theory` section, e.g. the workflow's work/<run>/config.effective.yaml):
-  python -m densepure.theory thm31 --spec SPEC --csv thm31.csv --md thm31.md
-  python -m densepure.theory fig2 --spec SPEC --png fig2.png --pdf fig2.pdf --csv fig2_data.csv
-  python -m densepure.theory radius --spec SPEC --csv r.csv --md r.md --png r.png --pdf r.pdf
-"""
+# --- command line (`densepure theory`, defined in densepure.cli) ---------------------------------------------------
 
 
 def _settings(spec: str) -> dict:
@@ -647,42 +639,30 @@ def _settings(spec: str) -> dict:
     return config["theory"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m densepure.theory", description=__doc__.split("\n\n")[0],
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("thm31", help="Theorem 3.1: the b-step sampler against the exact posterior (table)")
-    p.add_argument("--spec", required=True, help="config YAML with a `theory` section")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--md", required=True)
-    p = sub.add_parser("fig2", help="Theorem 3.3 / Figure 2: robust region, sub-regions, r and r_sub (figure + data)")
-    p.add_argument("--spec", required=True, help="config YAML with a `theory` section")
-    p.add_argument("--png", required=True)
-    p.add_argument("--pdf", required=True)
-    p.add_argument("--csv", required=True, help="the plotted numbers")
-    p = sub.add_parser("radius", help="certified radius: DensePure majority vote vs one-shot posterior mean")
-    p.add_argument("--spec", required=True, help="config YAML with a `theory` section")
-    for name in ("csv", "md", "png", "pdf"):
-        p.add_argument(f"--{name}", required=True)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``densepure theory {thm31,fig2,radius}``: write one artifact from the `theory` section of ``args.spec``."""
     torch.set_num_threads(1)
     try:
         settings = _settings(args.spec)
-        if args.command == "thm31":
+        if args.theory_command == "thm31":
             for row in thm31_outputs(settings, args.csv, args.md):
                 print(f"sigma {row['sigma']:g} b {row['b']:4d}: tv {row['tv']:.4f} std_ratio {row['std_ratio']:.3f} "
                       f"p {row['p']:.2g}", file=sys.stderr)
-        elif args.command == "fig2":
+        elif args.theory_command == "fig2":
             num = fig2_outputs(settings, args.png, args.pdf, args.csv)
             print(f"sigma_t {num['sigma_t']:.4f}: r {num['r']:.4f}, r_sub {num['r_sub']:.4f}", file=sys.stderr)
         else:
             radius_outputs(settings, args.csv, args.md, args.png, args.pdf)
-    except (ValueError, KeyError, OSError) as err:
-        if os.environ.get("DENSEPURE_DEBUG"):
-            raise
-        print(f"densepure.theory: error: {err}", file=sys.stderr)
-        return 2
+    except (KeyError, OSError) as err:  # a missing setting or an unreadable spec: one line, like a ValueError
+        raise ValueError(f"{args.spec}: {err}") from err
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m densepure.theory ...``, the same as ``densepure theory ...``."""
+    from .cli import main as cli_main
+
+    return cli_main(["theory", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

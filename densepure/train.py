@@ -22,10 +22,10 @@ Determinism: the initial weights come from ``torch.manual_seed(seed)``; the data
 training noise from a separate ``torch.Generator`` seeded with ``seed``. The same seed (and the same number of
 torch threads) gives bit-identical weights.
 
-Command line (``python -m densepure.train --help``; progress and results go to stderr)::
+Command line (``densepure train --help``; progress and results go to stderr)::
 
-    python -m densepure.train classifier --out digits_cnn.pt [--seed 0 --epochs 20]
-    python -m densepure.train diffusion --out digits_diffusion.pt [--seed 0 --steps 1000]
+    densepure train classifier --out digits_cnn.pt [--seed 0 --epochs 20]
+    densepure train diffusion --out digits_diffusion.pt [--seed 0 --steps 1000]
 """
 
 from __future__ import annotations
@@ -399,49 +399,20 @@ def one_shot_mse(
     return float(((purified - x) ** 2).mean()), float(((sigma * noise) ** 2).mean())
 
 
-# --- command line ----------------------------------------------------------------------------------------------
+# --- command line (`densepure train`, defined in densepure.cli) -----------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m densepure.train",
-        description="Train the embedded default's small models on scikit-learn's 8x8 digits (CPU, minutes).",
-    )
-    sub = parser.add_subparsers(dest="model", required=True)
-    cls = sub.add_parser("classifier", help="DigitsCNN classifier (saved as a state dict)",
-                         description="Train DigitsCNN on the clean training digits; saves torch.save(state_dict).")
-    cls.add_argument("--out", required=True, help="output .pt file (written atomically)")
-    cls.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    cls.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
-    dif = sub.add_parser("diffusion", help="digits UNet diffusion model (saved as a bundle)",
-                         description="Train the digits UNet as an improved-diffusion model (cosine, T=4000, hybrid "
-                                     "loss); saves a bundle loadable by load_diffusion('bundle', path).")
-    dif.add_argument("--out", required=True, help="output bundle .pt file (written atomically)")
-    dif.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    dif.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
-    dif.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    dif.add_argument("--log-every", type=int, default=50, help="print the loss every N steps (default 50)")
-    for p in (cls, dif):
-        p.add_argument("--threads", type=int, default=None,
-                       help=f"torch threads (default: min({DEFAULT_THREADS}, usable cores // 2) = {default_threads()})")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``densepure train {classifier,diffusion}``: train one model, save it atomically, report to stderr."""
     threads = args.threads or default_threads()
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  (the workflow logs stderr)
     start = time.perf_counter()
     if args.model == "classifier":
-        if args.epochs < 1:
-            raise SystemExit("--epochs must be >= 1")
         say(f"training DigitsCNN: seed {args.seed}, {args.epochs} epochs, {threads} threads")
         model, accuracy = train_classifier(args.seed, args.epochs, threads=threads, progress=say)
         out = atomic_save(lambda tmp: torch.save(model.state_dict(), tmp), args.out)
         say(f"test accuracy {accuracy:.4f}  wall time {time.perf_counter() - start:.1f} s  -> {out}")
         return 0
-    if args.steps < 1 or args.batch < 1:
-        raise SystemExit("--steps and --batch must be >= 1")
     say(f"training digits diffusion UNet: seed {args.seed}, {args.steps} steps x batch {args.batch}, "
         f"cosine T={DIFFUSION_T}, {threads} threads")
     from .diffusion import save_bundle
@@ -456,6 +427,13 @@ def main(argv: list[str] | None = None) -> int:
             say(f"one-shot denoising, test digits, sigma {sigma}: MSE {purified:.4f} (noisy input {noisy:.4f})")
     say(f"wall time {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m densepure.train ...``, the same as ``densepure train ...``."""
+    from .cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 tools/slurm-localhost/start-slurm.sh installs Debian's Slurm (slurmctld, slurmd, slurmdbd with MariaDB, so `sacct`
 works) and starts it on this machine, with two fake GPUs (gres backed by /dev/null: only the request path is real).
 The run uses the committed `slurm` profile and the real snakemake-executor-plugin-slurm; like config/paper.yaml,
-the certify rule asks for one GPU through the config (`resources.certify.gpu`), the CPU rules for none. Checked:
-`sacct` lists every job Snakemake submitted, completed, with the resources asked; the outputs equal the local run's
+the certify rule asks for one GPU through the config (`resources.certify.gpu`), training for none, and the
+seconds-long CPU rules (aggregate, table, figure, theory: `localrule`) run on the submitting host. Checked: `sacct`
+lists every job Snakemake submitted, completed, with the resources asked; the outputs equal the local run's
 (`default_run`, tests/conftest.py). Needs root (the cluster's daemons); skipped otherwise.
 """
 
@@ -68,10 +69,13 @@ def job_stats(log: str) -> Counter:
     return Counter({rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)})
 
 
-def test_every_job_went_through_slurm(slurm_run):
+def test_every_job_went_through_slurm_but_the_local_rules(slurm_run):
+    """Training and certification are submitted; the seconds-long CPU rules run on the submitting host."""
     clone, log, submitted, rows = slurm_run
-    planned = job_stats(log)
-    planned.pop("all")  # a local rule: no command
+    local = Counter(re.findall(r"^localrule (\w+):$", log, re.M))
+    assert set(local) == {"aggregate", "table", "figure", "theory_thm31", "theory_fig2", "theory_radius", "all"}
+    planned = job_stats(log) - local
+    assert set(planned) == {"train_diffusion", "train_classifier", "certify"}
     assert len(submitted) == sum(planned.values())
     assert {row["id"] for row in rows} == set(submitted.values())
     assert all(row["state"] == "COMPLETED" for row in rows), rows
@@ -80,7 +84,7 @@ def test_every_job_went_through_slurm(slurm_run):
 
 
 def test_resources_as_requested(slurm_run):
-    """Certification jobs hold one GPU each; training, aggregation, tables and figures hold none."""
+    """Certification jobs hold one GPU each; training holds none."""
     _, _, _, rows = slurm_run
     for row in rows:
         tres = dict(item.split("=", 1) for item in row["tres"].split(","))

@@ -37,7 +37,7 @@ TARGETS = ["table_1", "table_2", "table_A", "table_B", "fig_3", "fig_4_left", "f
 
 
 def workflow_copy(dest: Path) -> Path:
-    """The workflow (Snakefile, rules, schema, configs, profiles, the paper's numbers) copied into ``dest``."""
+    """The workflow (Snakefile, workflow/, configs, profiles, the paper's numbers) copied into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
     for folder in ("workflow", "config", "slurm", "profiles", "results/paper"):
@@ -46,9 +46,16 @@ def workflow_copy(dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``snakemake ARGS`` in ``cwd`` with this interpreter's Snakemake and densepure on PATH; stdout + stderr."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+def snakemake(cwd: Path, *args: str, timeout: float = 300, venv_on_path: bool = True) -> subprocess.CompletedProcess:
+    """``snakemake ARGS`` in ``cwd`` with this interpreter's Snakemake (and, unless ``venv_on_path`` is False, its
+    bin folder first on PATH, as an activated venv has it); stdout + stderr."""
+    path = os.environ.get("PATH", "")
+    if venv_on_path:
+        path = f"{BIN}{os.pathsep}{path}"
+    else:  # as `.venv/bin/snakemake` runs from a shell that never activated the venv
+        path = os.pathsep.join(p for p in path.split(os.pathsep) if Path(p).resolve() != BIN.resolve())
+    env = dict(os.environ, PATH=path)
+    env.pop("SNAKEMAKE_PROFILE", None)
     return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, timeout=timeout,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -340,8 +347,8 @@ def _bad(config: dict, path: str, value) -> dict:
 
 @pytest.mark.parametrize("path, value, message", [
     ("no_such_key", 1, "'no_such_key' was unexpected"),
-    ("artifacts.table2.panels.0.sigmas", [0.25, 0.0], "instance['artifacts']['table2']['panels'][0]['sigmas'][1]"),
-    ("artifacts.fig3.panels.0.sigmas", [-0.5], "instance['artifacts']['fig3']['panels'][0]['sigmas'][0]"),
+    ("artifacts.table2.panels.0.sigmas", [0.25, 0.0], "artifacts.table2.panels[0].sigmas[1]: 0.0 is less than"),
+    ("artifacts.fig3.panels.0.sigmas", [-0.5], "artifacts.fig3.panels[0].sigmas[0]: -0.5 is less than"),
     ("artifacts.tableA.panels.0.classifiers", ["digits-cnn", "resnet-9000"],
      "artifacts.tableA.panels[0].classifiers: 'resnet-9000' is not in `classifiers`"),
 ])
@@ -349,9 +356,12 @@ def _bad(config: dict, path: str, value) -> dict:
 def test_bad_config_stops_before_any_job(workdir, tmp_path, path, value, message):
     config = write_config(tmp_path / "bad.yaml", _bad(DEFAULT, path, value))
     result = snakemake(workdir, "-n", "--cores", "1", "all", "--configfile", str(config))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stdout, result.stdout[-2000:]
     assert "Job stats" not in result.stdout and not parse_jobs(result.stdout)
+    errors = [line for line in result.stdout.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("densepure: config error: "), result.stdout[-2000:]
+    assert "Traceback" not in result.stdout and "Failed validating" not in result.stdout
 
 
 # --- lint and formatting ----------------------------------------------------------------------------------------
@@ -369,9 +379,158 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     snakefmt = shutil.which("snakefmt", path=str(BIN)) or shutil.which("snakefmt")
     if snakefmt is None:
         pytest.skip("snakefmt is not installed")
-    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    files = [REPO / "Snakefile", REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
     result = subprocess.run([snakefmt, "--check", *map(str, files)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+# --- standardized usage: no tracebacks, overrides, a deployed module, what a cluster gets -----------------------
+
+
+@pytest.fixture(scope="module")
+def default_all(workdir):
+    """A dry run of the embedded default's `all`."""
+    return dry_run(workdir, "all")
+
+
+@pytest.mark.slow
+def test_dry_runs_print_no_traceback(default_all, paper_all):
+    """The valid configs' dry runs print no exception at all (the `artifact` wildcard once matched theory outputs)."""
+    for text in (default_all[2], paper_all[2]):
+        assert "Traceback" not in text and "Exception" not in text and "Error" not in text, text[:3000]
+
+
+@pytest.mark.slow
+def test_a_one_key_configfile_overrides_the_defaults(workdir, tmp_path):
+    """`--configfile` holding one key changes that key and keeps every other default (Snakemake's deep merge)."""
+    override = tmp_path / "override.yaml"
+    override.write_text("shard_size: 5\n")
+    _, stats, text = dry_run(workdir, "all", "--configfile", str(override))
+    assert stats["certify"] == len(expected_certify_jobs({**DEFAULT, "shard_size": 5})) > len(
+        expected_certify_jobs(DEFAULT))
+    assert stats["train_diffusion"] == stats["train_classifier"] == 1 and stats["theory_thm31"] == 1
+    nested = tmp_path / "nested.yaml"  # a nested key: the other digits settings stay
+    nested.write_text("datasets: {digits: {image_sets: {test30: '0:597:40'}}}\n")
+    _, stats, _ = dry_run(workdir, "all", "--configfile", str(nested))
+    assert stats["certify"] == len(expected_certify_jobs(
+        _bad(DEFAULT, "datasets.digits.image_sets", {"test30": "0:597:40"})))
+
+
+@pytest.mark.slow
+def test_a_wrong_key_in_a_configfile_is_one_line(workdir, tmp_path):
+    override = tmp_path / "typo.yaml"
+    override.write_text("shard_sise: 5\n")
+    result = snakemake(workdir, "-n", "--cores", "1", "all", "--configfile", str(override))
+    assert result.returncode == 2
+    errors = [line for line in result.stdout.splitlines() if "error" in line.lower()]
+    assert errors == ["densepure: config error: config: Additional properties are not allowed ('shard_sise' was "
+                      "unexpected)"], result.stdout[-3000:]
+    assert len(result.stdout.splitlines()) <= 2, result.stdout[-3000:]  # with Snakemake's "config ... is extended"
+
+
+@pytest.mark.slow
+def test_the_workflow_deploys_as_a_module(tmp_path, default_all):
+    """What snakedeploy writes: a Snakefile declaring the workflow as a module, and a copy of config/. The DAG is
+    the one of the repository itself, the paper's numbers are found next to the module."""
+    deployed = tmp_path / "deployed"
+    shutil.copytree(REPO / "config", deployed / "config")
+    (deployed / "Snakefile").write_text(f"""configfile: "config/config.yaml"
+
+
+module densepure:
+    snakefile:
+        "{REPO / "workflow" / "Snakefile"}"
+    config:
+        config
+
+
+use rule * from densepure
+""")
+    _, stats, text = dry_run(deployed, "all")
+    assert stats == default_all[1] and "Traceback" not in text
+    jobs, stats, _ = dry_run(deployed, "table_2", "--configfile", "config/paper.yaml")
+    compare = next(job for job in jobs if job.rule == "compare")
+    paper = Path(compare.files("input")[1].removesuffix(" (cached)"))
+    assert paper.samefile(REPO / "results/paper/table2.csv")
+
+
+LOCALITY = """
+import sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    config = ConfigSettings(configfiles=[Path(p) for p in sys.argv[1:]])
+    workflow = api.workflow(ResourceSettings(cores=1), config, snakefile=Path("Snakefile"))._workflow
+    for rule in workflow.rules:  # Workflow.is_local, less the executor (a dry run executes everything locally)
+        local = rule.group is None and (rule.name in workflow._localrules or rule.norun)
+        print("RULE", rule.name, int(local))
+"""
+
+
+def submitted_jobs(cwd: Path, stats: dict[str, int], *configfiles: str) -> dict[str, int]:
+    """Jobs per rule that a cluster executor submits: those of the rules that are not local."""
+    out = subprocess.run([sys.executable, "-c", LOCALITY, *configfiles], cwd=cwd, capture_output=True, text=True,
+                         check=True).stdout
+    local = {name: bool(int(flag)) for name, flag in re.findall(r"^RULE (\w+) ([01])$", out, re.M)}
+    assert {"certify", "aggregate", "download_diffusion"} <= set(local)
+    return {rule: n for rule, n in stats.items() if rule != "total" and not local[rule]}
+
+
+@pytest.fixture(scope="module")
+def paper_all(workdir):
+    """A dry run of the paper's `all` under the Slurm profile."""
+    return dry_run(workdir, "--profile", "slurm", "all", "--configfile", "config/paper.yaml")
+
+
+@pytest.mark.slow
+def test_only_certification_goes_to_the_cluster(workdir, paper_all):
+    """Under the Slurm profile the paper's 6500 certification jobs are submitted; the seconds-long CPU rules
+    (aggregate, table, figure, compare, theory) and the downloads run on the submitting host, which has internet."""
+    _, stats, _ = paper_all
+    assert stats["certify"] == 6500 and stats["aggregate"] > 100 and stats["download_classifier"] >= 1
+    assert submitted_jobs(workdir, stats, "config/paper.yaml") == {"certify": 6500}
+    # the embedded default: training (minutes) and certification go out, the rest stays
+    _, stats, _ = dry_run(workdir, "--profile", "slurm", "all")
+    assert submitted_jobs(workdir, stats) == {"train_diffusion": 1, "train_classifier": 1,
+                                              "certify": len(expected_certify_jobs(DEFAULT))}
+
+
+TINY_RUN = """\
+run: tiny
+shard_size: 3
+datasets: {digits: {N0: 4, N: 20, image_sets: {three: "0,1,2"}}}
+diffusion_models: {digits-unet: {train: {seed: 0, steps: 2, batch: 8}}}
+classifiers: {digits-cnn: {train: {seed: 0, epochs: 1}}}
+artifacts:
+  tiny:
+    panels:
+      - {dataset: digits, classifiers: [digits-cnn], sigmas: [0.5], bs: [3], Ks: [3], methods: [densepure],
+         images: three, radii: [0.0]}
+"""
+
+
+@pytest.mark.slow
+def test_rules_run_with_the_python_that_runs_snakemake(tmp_path):
+    """`.venv/bin/snakemake TARGET` from a shell that never activated the venv: no `densepure` on PATH, yet the
+    training, certification and aggregation jobs run (with this interpreter), and the certification job's log shows
+    its first image at once and a summary."""
+    work = workflow_copy(tmp_path / "wf")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_RUN)
+    target = "results/tiny/certify/digits/digits-cnn/densepure-sigma0.5-b3/K3-three.tsv"
+    result = snakemake(work, target, "--cores", "1", "--configfile", str(config), venv_on_path=False, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert shutil.which("densepure", path=os.environ.get("PATH", "").replace(str(BIN), "")) is None
+    assert job_stats(result.stdout) == {"train_diffusion": 1, "train_classifier": 1, "certify": 1, "aggregate": 1,
+                                        "total": 4}
+    assert [row.split("\t")[0] for row in (work / target).read_text().splitlines()[1:]] == ["0", "1", "2"]
+    log = (work / "logs/tiny/certify/digits/digits-cnn/densepure-sigma0.5-b3-K3/shard0.log").read_text()
+    lines = log.splitlines()
+    assert "images 1/3 (image 0: " in lines[0], log
+    assert "job summary: 3 images certified, 0 skipped as already done" in lines[-1], log
+    assert "final loss" in (work / "logs/tiny/train/digits-unet.log").read_text()
 
 
 # --- profiles ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ rule aggregate:
         f"logs/{RUN}/aggregate/{{key}}/K{{K}}-{{images}}.log",
     benchmark:
         f"{WORK}/benchmarks/aggregate/{{key}}/K{{K}}-{{images}}.tsv"
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
@@ -36,5 +37,6 @@ rule aggregate:
             Path(output[0]).with_name(f"K{{K}}-{wc.images}.tsv")
         ),
     shell:
-        "densepure aggregate --votes-dir {params.votes:q} --K {wildcards.K} --ids {params.ids} "
+        DENSEPURE
+        + " aggregate --votes-dir {params.votes:q} --K {wildcards.K} --ids {params.ids} "
         "--alpha {params.alpha} --out {params.pattern:q} 2> {log:q}"

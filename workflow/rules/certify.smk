@@ -21,5 +21,6 @@ rule certify:
         checkpoints=lambda wc, input: grid.checkpoint_arguments(dict(input.items())),
         votes=lambda wc: store_dir(wc.store),
     shell:
-        "densepure certify {params.args} {params.checkpoints} --threads {threads} --votes-dir {params.votes:q} "
+        DENSEPURE
+        + " certify {params.args} {params.checkpoints} --threads {threads} --votes-dir {params.votes:q} "
         "--out {output:q} 2> {log:q}"

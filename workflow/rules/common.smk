@@ -2,21 +2,62 @@
 # No experiment logic lives here: it is in the densepure package, where the tests reach it.
 
 import os
-import yaml
+import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-# Validate before importing densepure (it loads torch, seconds): a config the schema rejects fails at once.
-validate(config, "../schemas/config.schema.yaml")
 
-from densepure import execution, grid
+def config_error(err):
+    """One line naming the bad key: a schema error's path and message, or the grid check's own message."""
+    # Snakemake's validate raises its error while handling jsonschema's ValidationError
+    cause = err.__context__
+    if not hasattr(cause, "json_path"):
+        return str(err)
+    where = cause.json_path.removeprefix("$").removeprefix(".") or "config"
+    return f"{where}: {cause.message}"
 
-grid.check_config(config)
+
+# A bad config stops here with one line (exit status 2), before any job. Validating before importing densepure (it
+# loads torch, seconds) makes a config the schema rejects fail at once.
+try:
+    validate(config, "../schemas/config.schema.yaml")
+    from densepure import execution, grid
+
+    grid.check_config(config)
+except (WorkflowError, ValueError) as err:
+    print(f"densepure: config error: {config_error(err)}", file=sys.stderr)
+    sys.exit(2)
+# e.g. a deployed module whose Snakemake runs in a Python without the package
+except ImportError as err:
+    print(
+        f"densepure: {sys.executable} cannot import the densepure package ({err}); install it in the "
+        "environment that runs Snakemake (`make install` from a clone of the repository)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 
 # Jobs inherit this process's environment (locally, and through sbatch's default --export=ALL on Slurm).
 if config["portable_cpu_numerics"]:
     os.environ.update(execution.portable_cpu_env())
+
+# Rules run the package with the Python that runs Snakemake, so that `.venv/bin/snakemake` needs no activated venv and
+# a cluster job uses the same interpreter; under --sdm conda, with the environment's own `python`. The interpreter
+# travels as an environment variable so that the rules' commands stay the same wherever the venv lives (Snakemake
+# reruns jobs whose command changed).
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    os.environ["DENSEPURE_PYTHON"] = "python"
+else:
+    os.environ["DENSEPURE_PYTHON"] = sys.executable
+
+
+envvars:
+    "DENSEPURE_PYTHON",
+
+
+DENSEPURE = '"$DENSEPURE_PYTHON" -m densepure'
 
 RUN = config["run"]
 WORK = f"{config['work_dir']}/{RUN}"
@@ -95,6 +136,22 @@ def artifact_outputs(artifact):
             outs.append(f"{RESULTS}/compare/{artifact}.csv")
         return outs
     return [f"{FIGURES}/{artifact}.{ext}" for ext in ("png", "pdf")]
+
+
+def paper_numbers(artifact):
+    """The paper's numbers of a table (results/paper/ in the workflow's repository), found from the workflow's own
+    location, so that a deployed module finds them too."""
+    return workflow.source_path(f"../../results/paper/{artifact}.csv")
+
+
+def artifact_names(kind):
+    """Selected artifacts that are tables, figures or tables with the paper's numbers, as a wildcard pattern."""
+    test = {
+        "table": grid.is_table,
+        "figure": lambda a: not grid.is_table(a),
+        "compare": grid.has_paper_numbers,
+    }[kind]
+    return "|".join(a for a in grid.selected_artifacts(config) if test(a)) or "^$"
 
 
 def resources_for(group):

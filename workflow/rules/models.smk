@@ -1,4 +1,5 @@
-# Checkpoints: downloaded (pooch: retries, verified against the sha256 lock file) or trained on the CPU.
+# Checkpoints: downloaded (pooch: retries, verified against the sha256 lock file) or trained on the CPU. Downloads run
+# on the host that runs Snakemake (`localrule`): on a cluster, the login node, which has internet access.
 
 
 rule download_diffusion:
@@ -9,13 +10,15 @@ rule download_diffusion:
     wildcard_constraints:
         file="|".join(grid.download_files(config, "diffusion_models")) or "^$",
     retries: 2
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         url=lambda wc: grid.download_url(config, "diffusion_models", wc.file),
         lock=config["checksums"],
     shell:
-        "densepure download --url {params.url:q} --out {output:q} --name {wildcards.file:q} --lock {params.lock:q} "
+        DENSEPURE
+        + " download --url {params.url:q} --out {output:q} --name {wildcards.file:q} --lock {params.lock:q} "
         "2> {log:q}"
 
 
@@ -27,13 +30,15 @@ rule download_classifier:
     wildcard_constraints:
         file="|".join(grid.download_files(config, "classifiers")) or "^$",
     retries: 2
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         url=lambda wc: grid.download_url(config, "classifiers", wc.file),
         lock=config["checksums"],
     shell:
-        "densepure download --url {params.url:q} --out {output:q} --name {wildcards.file:q} --lock {params.lock:q} "
+        DENSEPURE
+        + " download --url {params.url:q} --out {output:q} --name {wildcards.file:q} --lock {params.lock:q} "
         "2> {log:q}"
 
 
@@ -52,7 +57,8 @@ rule train_diffusion:
     params:
         options=lambda wc: grid.train_options(config, "diffusion_models", wc.name),
     shell:
-        "python -m densepure.train diffusion --out {output:q} --threads {threads} {params.options} 2> {log:q}"
+        DENSEPURE
+        + " train diffusion --out {output:q} --threads {threads} {params.options} 2> {log:q}"
 
 
 rule train_classifier:
@@ -70,7 +76,8 @@ rule train_classifier:
     params:
         options=lambda wc: grid.train_options(config, "classifiers", wc.name),
     shell:
-        "python -m densepure.train classifier --out {output:q} --threads {threads} {params.options} 2> {log:q}"
+        DENSEPURE
+        + " train classifier --out {output:q} --threads {threads} {params.options} 2> {log:q}"
 
 
 rule download_cifar10:
@@ -78,6 +85,7 @@ rule download_cifar10:
         f"{config['datasets'].get('cifar10', {}).get('root') or 'data/cifar10'}/cifar-10-batches-py/test_batch",
     log:
         "logs/download/cifar10.log",
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
@@ -88,7 +96,8 @@ rule download_cifar10:
         ),
         root=lambda wc, output: str(Path(output[0]).parent.parent),
     shell:
-        "densepure download --url {params.url:q} --out {params.archive:q} --lock {params.lock:q} "
+        DENSEPURE
+        + " download --url {params.url:q} --out {params.archive:q} --lock {params.lock:q} "
         "--extract-to {params.root:q} 2> {log:q}"
 
 
@@ -101,6 +110,7 @@ rule checkpoint_by_hand:
         "logs/download/{file}.log",
     wildcard_constraints:
         file="|".join(grid.by_hand_files(config)) or "^$",
+    localrule: True
     conda:
         SOFTWARE_ENV
     shell:

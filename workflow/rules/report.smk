@@ -12,13 +12,17 @@ rule table:
         f"logs/{RUN}/table/{{artifact}}.log",
     benchmark:
         f"{WORK}/benchmarks/table/{{artifact}}.tsv"
+    wildcard_constraints:
+        artifact=artifact_names("table"),
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         spec=SPEC,
         outdir=lambda wc, output: str(Path(output.cells).parent),
     shell:
-        "densepure table --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
+        DENSEPURE
+        + " table --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
         "--outdir {params.outdir:q} 2> {log:q}"
 
 
@@ -36,28 +40,36 @@ rule figure:
         f"logs/{RUN}/figure/{{artifact}}.log",
     benchmark:
         f"{WORK}/benchmarks/figure/{{artifact}}.tsv"
+    wildcard_constraints:
+        artifact=artifact_names("figure"),
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         spec=SPEC,
         outdir=lambda wc, output: str(Path(output.data).parent),
     shell:
-        "densepure figure --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
+        DENSEPURE
+        + " figure --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
         "--outdir {params.outdir:q} 2> {log:q}"
 
 
 rule compare:
     input:
         cells=f"{RESULTS}/tables/{{artifact}}_cells.csv",
-        paper=lambda wc: f"results/paper/{wc.artifact}.csv",
+        paper=lambda wc: paper_numbers(wc.artifact),
     output:
         f"{RESULTS}/compare/{{artifact}}.csv",
     log:
         f"logs/{RUN}/compare/{{artifact}}.log",
+    wildcard_constraints:
+        artifact=artifact_names("compare"),
+    localrule: True
     conda:
         SOFTWARE_ENV
     shell:
-        "densepure compare --artifact {wildcards.artifact} --reproduced {input.cells:q} --paper {input.paper:q} "
+        DENSEPURE
+        + " compare --artifact {wildcards.artifact} --reproduced {input.cells:q} --paper {input.paper:q} "
         "--out {output:q} 2> {log:q}"
 
 

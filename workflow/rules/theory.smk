@@ -1,6 +1,7 @@
 # Section 3 of the paper on an exact diffusion model (densepure.theory), built when the config has a `theory`
 # section: Theorem 3.1's sampler-vs-posterior table, Figure 2 (Theorem 3.3's robust region, r and r_sub) and the
-# certified radius of DensePure's majority vote vs the one-shot posterior mean. CPU, seconds.
+# certified radius of DensePure's majority vote vs the one-shot posterior mean. CPU, seconds: run on the host that runs
+# Snakemake (`localrule`), never submitted to a cluster.
 
 
 # The section's values are a param too, so that editing them reruns the rules (the spec path alone would not).
@@ -15,13 +16,15 @@ rule theory_thm31:
         f"logs/{RUN}/theory/thm31.log",
     benchmark:
         f"{WORK}/benchmarks/theory/thm31.tsv"
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         spec=SPEC,
         settings=THEORY,
     shell:
-        "python -m densepure.theory thm31 --spec {params.spec:q} --csv {output.csv:q} --md {output.md:q} "
+        DENSEPURE
+        + " theory thm31 --spec {params.spec:q} --csv {output.csv:q} --md {output.md:q} "
         "2> {log:q}"
 
 
@@ -36,13 +39,15 @@ rule theory_fig2:
         f"logs/{RUN}/theory/fig2.log",
     benchmark:
         f"{WORK}/benchmarks/theory/fig2.tsv"
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         spec=SPEC,
         settings=THEORY,
     shell:
-        "python -m densepure.theory fig2 --spec {params.spec:q} --png {output.png:q} --pdf {output.pdf:q} "
+        DENSEPURE
+        + " theory fig2 --spec {params.spec:q} --png {output.png:q} --pdf {output.pdf:q} "
         "--csv {output.data:q} 2> {log:q}"
 
 
@@ -60,13 +65,15 @@ rule theory_radius:
         f"logs/{RUN}/theory/radius.log",
     benchmark:
         f"{WORK}/benchmarks/theory/radius.tsv"
+    localrule: True
     conda:
         SOFTWARE_ENV
     params:
         spec=SPEC,
         settings=THEORY,
     shell:
-        "python -m densepure.theory radius --spec {params.spec:q} --csv {output.csv:q} --md {output.md:q} "
+        DENSEPURE
+        + " theory radius --spec {params.spec:q} --csv {output.csv:q} --md {output.md:q} "
         "--png {output.png:q} --pdf {output.pdf:q} 2> {log:q}"
 
 

@@ -1,0 +1,7 @@
+"""``python -m densepure``: the command line (what the workflow's rules run, with the Python that runs Snakemake)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
