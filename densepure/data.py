@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # torch is imported where images are made, so the workflow's 
 
 DIGITS_TRAIN = 1200
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "imagenet": 1000}
+# Images in each dataset's certification split: the ids 0 .. size - 1 a config's image sets may hold.
+SIZES = {"digits": 1797 - DIGITS_TRAIN, "cifar10": 10_000, "imagenet": 50_000}
 
 
 class DataError(ValueError):
@@ -107,7 +109,8 @@ def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
 
 
 def parse_ids(spec: str) -> list[int]:
-    """Image ids from ``"start:stop:step"`` (Python range), a comma list ``"0,20,40"``, or ``@file`` (one per line)."""
+    """Image ids from ``"start:stop:step"`` (Python range), a comma list ``"0,20,40"``, or ``@file`` (one per line).
+    DataError when ``spec`` cannot be read or holds no id (``5:1``)."""
     if spec.startswith("@"):
         path = Path(spec[1:])
         if not path.is_file():
@@ -115,7 +118,11 @@ def parse_ids(spec: str) -> list[int]:
         spec = ",".join(line.strip() for line in path.read_text().splitlines() if line.strip())
     try:
         if ":" in spec:
-            return list(range(*[int(part) for part in spec.split(":")]))
-        return [int(part) for part in spec.split(",") if part.strip()]
+            ids = list(range(*[int(part) for part in spec.split(":")]))
+        else:
+            ids = [int(part) for part in spec.split(",") if part.strip()]
     except (ValueError, TypeError):
         raise DataError(f"cannot read image ids from {spec!r}: use start:stop:step, a comma list or @file") from None
+    if not ids:
+        raise DataError(f"{spec!r} holds no image ids")
+    return ids

@@ -32,8 +32,7 @@ import yaml
 
 from . import grid
 from .execution import resolve_execution
-
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+from .validation import SCHEMA
 
 # Images per second of one forward pass, on one NVIDIA H200 unless noted. "measured" numbers are ours; the others
 # are assumptions, to be replaced with measured ones through --rates (benchmarks/throughput.py writes such a file:
@@ -266,15 +265,14 @@ def load_config(path: str | Path) -> dict:
         raise ValueError(f"{path}: cannot read config ({err})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a workflow config must be a mapping")
-    if SCHEMA.is_file():
-        from snakemake.exceptions import WorkflowError
-        from snakemake.utils import validate
+    from .validation import ConfigError, check_config, check_schema, load_schema
 
-        try:
-            validate(config, str(SCHEMA))
-        except WorkflowError as err:
-            raise ValueError(f"{path}: invalid config: {' '.join(str(err).split())[:500]}") from None
-    grid.check_config(config)
+    try:
+        if SCHEMA.is_file():
+            check_schema(config, load_schema(SCHEMA))
+        check_config(config)
+    except ConfigError as err:
+        raise ValueError(f"{path}: {err}") from None
     return config
 
 

@@ -198,27 +198,6 @@ def model_path(config: dict, section: str, name: str) -> str:
     return f"{config['checkpoints_dir']}/{entry['file']}"
 
 
-def check_config(config: dict) -> None:
-    """Cross-references the JSON schema cannot express; ValueError naming the first bad key."""
-    for name, spec in config["datasets"].items():
-        if spec["diffusion"] not in config["diffusion_models"]:
-            raise ValueError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r}")
-    for section in ("diffusion_models", "classifiers"):
-        for name, entry in config[section].items():
-            if "train" not in entry and "file" not in entry:
-                raise ValueError(f"{section}.{name}: needs `file` (downloaded or placed by hand) or `train`")
-    for artifact, spec in config["artifacts"].items():
-        for i, panel in enumerate(spec["panels"]):
-            where = f"artifacts.{artifact}.panels[{i}]"
-            if panel["dataset"] not in config["datasets"]:
-                raise ValueError(f"{where}.dataset: unknown dataset {panel['dataset']!r}")
-            for classifier in panel["classifiers"]:
-                if classifier not in config["classifiers"]:
-                    raise ValueError(f"{where}.classifiers: {classifier!r} is not in `classifiers`")
-            if panel["images"] not in config["datasets"][panel["dataset"]]["image_sets"]:
-                raise ValueError(f"{where}.images: {panel['images']!r} is not an image set of {panel['dataset']}")
-
-
 def write_effective_config(config: dict, path: str) -> str:
     """Write the validated config (defaults filled in) where report rules read artifact specs; only rewritten when
     it changed, so Snakemake's timestamps stay quiet."""

@@ -166,7 +166,13 @@ def test_rates_file_errors(tmp_path):
         est.load_rates(bad)
 
 
-def test_missing_rate_names_the_model(tmp_path):
+def test_missing_rate_names_the_model(tmp_path, monkeypatch):
+    """A registered classifier the rate table does not know (here a copy of digits-cnn under another name)."""
+    from dataclasses import replace
+
+    from densepure import classifiers
+
+    monkeypatch.setitem(classifiers.CLASSIFIERS, "my-net", replace(classifiers.CLASSIFIERS["digits-cnn"], name="my-net"))
     path = tiny_config(tmp_path)
     config = yaml.safe_load(path.read_text())
     config["classifiers"]["my-net"] = {"file": "my-net.pt"}

@@ -5,14 +5,14 @@ import os
 import yaml
 from pathlib import Path
 
-from snakemake.utils import validate
+from densepure import validation
 
-# Validate before importing densepure (it loads torch, seconds): a config the schema rejects fails at once.
-validate(config, "../schemas/config.schema.yaml")
+# Before any job: the schema (defaults filled in), then the cross-checks; a mistake exits with one line naming the key.
+validation.validate_workflow_config(
+    config, workflow.source_path("../schemas/config.schema.yaml")
+)
 
 from densepure import execution, grid
-
-grid.check_config(config)
 
 # Jobs inherit this process's environment (locally, and through sbatch's default --export=ALL on Slurm).
 if config["portable_cpu_numerics"]:
