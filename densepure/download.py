@@ -125,5 +125,11 @@ def extract_tar(archive: str | Path, dest: str | Path) -> None:
     """Extract a .tar(.gz) archive into ``dest`` (refusing members that would land outside it)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    except tarfile.ReadError:
+        raise DownloadError(f"cannot extract {archive}: not a tar archive (plain, gzip, bzip2 or xz), or truncated") \
+            from None
+    except tarfile.TarError as err:  # e.g. a member that would land outside dest
+        raise DownloadError(f"cannot extract {archive}: {' '.join(str(err).split())}") from None
