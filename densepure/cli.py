@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the RuntimeError of torch's
+    CPU allocator."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import commands
@@ -186,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DENSEPURE_DEBUG"):
             raise
         print(f"densepure: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        if os.environ.get("DENSEPURE_DEBUG") or not _out_of_memory(err):
+            raise
+        detail = " ".join(str(err).split())[:200]
+        print(f"densepure: error: out of memory{': ' + detail if detail else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ndensepure: interrupted; finished images are kept, rerun to resume", file=sys.stderr)

@@ -9,7 +9,7 @@ import string
 from dataclasses import replace
 from pathlib import Path
 
-from .data import NUM_CLASSES, DataError, load_dataset, parse_ids
+from .data import NUM_CLASSES, DataError, check_dataset, load_dataset, parse_ids
 from .results import Setting, result_row, write_tsv
 from .votes import VotesError, VotesStore
 
@@ -109,21 +109,25 @@ def certify(args: argparse.Namespace) -> int:
     from .certify import VoteCounter, prepare_models, run_certification
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
-    from .rng import check_draws, check_seed
+    from .rng import check_count, check_seed
     from .schedule import make_plan
 
     check_seed(args.seed, "--seed")
-    check_draws(args.N0 + args.N, "--N0 + --N")
+    check_count(args.N0 + args.N, "--N0 + --N")
+    check_count(args.K, "--K")
     check_writable(args.votes_dir, "--votes-dir", folder=True)
     check_writable(args.out, "--out")
+    check_dataset(args.dataset)
     check_classifier_dataset(args.classifier, args.dataset)
     if args.threads:
+        if args.threads > (os.cpu_count() or 1):
+            raise ValueError(f"--threads {args.threads}: this machine has {os.cpu_count()} CPUs")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     execution = execution_from_args(args, device)
     setting = setting_from_args(args, execution)
     dataset = load_dataset(args.dataset, args.data_root)
-    ids = parse_ids(args.ids)
+    ids = parse_ids(args.ids, limit=len(dataset))
     check_ids(ids, len(dataset), args.dataset)
     net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=execution.precision,
                                    attention=execution.attention)
@@ -169,12 +173,11 @@ def aggregate(args: argparse.Namespace) -> int:
     paths = output_paths(args.out, args.K)
     for path in paths.values():
         check_writable(path, "--out")
-    wanted = parse_ids(args.ids) if args.ids else None
     setting, by_id = open_stores(args.votes_dir)
     too_many = [k for k in args.K if k > setting.K]
     if too_many:
         raise VotesError(f"K'={too_many[0]} exceeds the K={setting.K} votes stored in {args.votes_dir[0]}")
-    ids = wanted or sorted(by_id)
+    ids = parse_ids(args.ids, limit=len(by_id)) if args.ids else sorted(by_id)
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise VotesError(f"image {missing[0]} has no complete votes file in {', '.join(map(str, args.votes_dir))}")

@@ -97,10 +97,15 @@ def _imagenet(root: Path) -> Dataset:
 DATASETS = {"digits": _digits, "cifar10": _cifar10, "imagenet": _imagenet}
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
-    """The certification split of dataset ``name`` (``root`` is ignored for the embedded ``digits``)."""
+def check_dataset(name: str) -> None:
+    """DataError unless ``name`` is a known dataset."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+
+
+def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
+    """The certification split of dataset ``name`` (``root`` is ignored for the embedded ``digits``)."""
+    check_dataset(name)
     if name == "digits":
         return _digits()
     if root is None:
@@ -108,9 +113,10 @@ def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
     return DATASETS[name](Path(root))
 
 
-def parse_ids(spec: str) -> list[int]:
+def parse_ids(spec: str, limit: int | None = None) -> list[int]:
     """Image ids from ``"start:stop:step"`` (Python range), a comma list ``"0,20,40"``, or ``@file`` (one per line).
-    DataError when ``spec`` cannot be read or holds no id (``5:1``)."""
+    DataError when ``spec`` cannot be read, holds no id (``5:1``), or holds more than ``limit`` ids (the dataset's
+    size, the ids stored: more must hold an id that is not there; a range is refused before it is listed)."""
     if spec.startswith("@"):
         path = Path(spec[1:])
         if not path.is_file():
@@ -118,11 +124,14 @@ def parse_ids(spec: str) -> list[int]:
         spec = ",".join(line.strip() for line in path.read_text().splitlines() if line.strip())
     try:
         if ":" in spec:
-            ids = list(range(*[int(part) for part in spec.split(":")]))
+            ids = range(*[int(part) for part in spec.split(":")])
         else:
             ids = [int(part) for part in spec.split(",") if part.strip()]
     except (ValueError, TypeError):
         raise DataError(f"cannot read image ids from {spec!r}: use start:stop:step, a comma list or @file") from None
+    if limit is not None and len(ids) > limit:
+        raise DataError(f"{spec!r} holds {len(ids)} ids; at most {limit} are possible here")
+    ids = list(ids)
     if not ids:
         raise DataError(f"{spec!r} holds no image ids")
     return ids

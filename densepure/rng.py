@@ -28,7 +28,7 @@ REVERSE = 1
 # The seed and the image id each fill one 32-bit key word, draw and vote one 32-bit counter word: larger values would
 # silently alias smaller ones (seed 2^32 would give seed 0's noise), so they are refused.
 MAX_SEED = MASK32
-MAX_DRAWS = 1 << 32
+MAX_COUNT = 1 << 32  # draws per image, votes per draw
 
 
 def check_seed(seed: int, name: str = "seed") -> int:
@@ -42,10 +42,11 @@ def check_seed(seed: int, name: str = "seed") -> int:
     return value
 
 
-def check_draws(count: int, name: str = "N0 + N") -> int:
-    """``count`` if every draw (and vote) index below it has its own counter word (at most 2^32), else ValueError."""
-    if not 0 <= count <= MAX_DRAWS:
-        raise ValueError(f"{name} = {count} exceeds the {MAX_DRAWS} draws the noise counter addresses")
+def check_count(count: int, name: str = "N0 + N") -> int:
+    """``count`` if every index below it (draws of an image, votes of a draw) has its own 32-bit counter word, else
+    ValueError naming ``name``."""
+    if not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"{name} = {count} exceeds {MAX_COUNT}, the indices one 32-bit word of the noise counter holds")
     return count
 
 

@@ -143,14 +143,14 @@ def check_ids(where: str, spec: str, dataset: str) -> None:
     """An image set: readable, not empty, no id twice, every id in the dataset's certification split."""
     from .data import SIZES, DataError, parse_ids
 
+    size = SIZES.get(dataset)
     try:
-        ids = parse_ids(spec)
+        ids = parse_ids(spec, limit=size)
     except DataError as err:
         raise ConfigError(f"{where}: {err}") from None
     if len(set(ids)) < len(ids):
         duplicate = next(i for i, count in Counter(ids).items() if count > 1)
         raise ConfigError(f"{where}: id {duplicate} is listed twice")
-    size = SIZES.get(dataset)
     bad = [i for i in ids if i < 0 or (size is not None and i >= size)]
     if bad:
         allowed = f"0..{size - 1}" if size is not None else "ids >= 0"
@@ -188,7 +188,7 @@ def check_models(config: dict) -> None:
     """Registered datasets and classifiers, models with weights, training only what the workflow can train."""
     from .classifiers import ClassifierError, get_classifier_spec
     from .data import DATASETS
-    from .rng import MAX_DRAWS
+    from .rng import check_count
 
     for name, spec in config["datasets"].items():
         if name not in DATASETS:
@@ -196,9 +196,10 @@ def check_models(config: dict) -> None:
         if spec["diffusion"] not in config["diffusion_models"]:
             raise ConfigError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r} "
                               f"(known: {', '.join(config['diffusion_models']) or 'none'})")
-        if spec["N0"] + spec["N"] > MAX_DRAWS:
-            raise ConfigError(f"datasets.{name}.N: N0 + N = {spec['N0'] + spec['N']} exceeds the {MAX_DRAWS} draws "
-                              "the noise counter addresses")
+        try:
+            check_count(spec["N0"] + spec["N"])
+        except ValueError as err:
+            raise ConfigError(f"datasets.{name}.N: {err}") from None
         for set_name, ids in spec["image_sets"].items():
             check_ids(f"datasets.{name}.image_sets.{set_name}", ids, name)
     for section in ("diffusion_models", "classifiers"):

@@ -207,7 +207,8 @@ def junk(tmp_path) -> dict[str, Path]:
     ({"--out": "file/r.tsv"}, "--out {tmp}/file/r.tsv: {tmp}/file is a file, not a folder"),
     ({"--classifier": "beit-large-512"}, "classifier 'beit-large-512' is for imagenet, not digits"),
     ({"--classifier": "wrn-28-10"}, "classifier 'wrn-28-10' is for cifar10, not digits"),
-    ({"--N": "1000000000000"}, "--N0 + --N = 1000000000005 exceeds the 4294967296 draws the noise counter addresses"),
+    ({"--N": "1000000000000"}, "--N0 + --N = 1000000000005 exceeds 4294967296, the indices one 32-bit word of the "
+                               "noise counter holds"),
     ({"--N": "1e5"}, "argument --N: expected an integer, got '1e5'"),
     ({"--seed": "4294967296"}, "--seed must be an integer in 0..4294967295"),
     ({"--seed": "-1"}, "--seed must be an integer in 0..4294967295"),
@@ -219,6 +220,10 @@ def junk(tmp_path) -> dict[str, Path]:
     ({"--sigma": "1000", "--method": "onestep"}, "sigma 1000, b 1: t* = 999.679 on the cosine schedule with T = 1000 "
                                                  "is beyond the schedule's last timestep 999"),
     ({"--ids": "5:1"}, "'5:1' holds no image ids"),
+    ({"--ids": "0:1000000000000"}, "'0:1000000000000' holds 1000000000000 ids; at most 597 are possible here"),
+    ({"--K": "10000000000"}, "--K = 10000000000 exceeds 4294967296, the indices one 32-bit word of the noise counter"),
+    ({"--dataset": "mnist"}, "unknown dataset 'mnist' (known: digits, cifar10, imagenet)"),
+    ({"--threads": "100000"}, "--threads 100000: this machine has"),
 ])
 def test_certify_mistakes_are_one_line(models, junk, tmp_path, capsys, overrides, message):
     junk["truncated.pt"].write_bytes(models["unet"].read_bytes()[:5000])
@@ -251,10 +256,27 @@ def test_aggregate_out_mistakes_are_one_line(tmp_path, junk, capsys, out, messag
     assert message.replace("{tmp}", str(tmp_path)) in err
 
 
-def test_aggregate_empty_ids_are_one_line(tmp_path, capsys):
-    err = cli_error(["aggregate", "--votes-dir", tmp_path / "votes", "--K", "1", "--ids", "5:1",
-                     "--out", tmp_path / "K{K}.tsv"], capsys)
-    assert "'5:1' holds no image ids" in err
+@pytest.fixture
+def tiny_store(tmp_path) -> Path:
+    """A votes store of images 0 and 1 with made-up votes: what aggregate reads, without computing anything."""
+    from densepure.results import Setting
+
+    store = VotesStore(tmp_path / "votes", Setting("digits", "bundle", "digits-cnn", SIGMA, B, K, N0, N).as_dict(),
+                       num_classes=10, shape=(N0 + N, K))
+    for image in (0, 1):
+        store.write(image, np.zeros((N0 + N, K), dtype=np.uint8), label=0)
+    return store.directory
+
+
+@pytest.mark.parametrize("ids, message", [
+    ("5:1", "'5:1' holds no image ids"),
+    ("0:1000000000000", "'0:1000000000000' holds 1000000000000 ids; at most 2 are possible here"),
+    ("0,7", "image 7 has no complete votes file in"),
+])
+def test_aggregate_ids_mistakes_are_one_line(tiny_store, tmp_path, capsys, ids, message):
+    err = cli_error(["aggregate", "--votes-dir", tiny_store, "--K", "1", "--ids", ids, "--out", tmp_path / "K{K}.tsv"],
+                    capsys)
+    assert message in err
 
 
 @pytest.mark.parametrize("option, message", [
@@ -268,3 +290,33 @@ def test_download_mistakes_are_one_line(tmp_path, junk, capsys, option, message)
                  "--out": {"--out": tmp_path / "file" / "x"}}[option])
     err = cli_error(["download", *[str(v) for kv in args.items() for v in kv]], capsys)
     assert message.replace("{tmp}", str(tmp_path)) in err
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 84000000000 bytes"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+])
+def test_a_failed_allocation_is_one_line(monkeypatch, capsys, error):
+    """What a --K or --batch too large for the machine ends in (the allocation itself is not provoked: a machine
+    with enough memory would start computing)."""
+    from densepure import commands
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
+    assert cli_error(["classifiers"], capsys).startswith("densepure: error: out of memory")
+
+
+def test_other_runtime_errors_keep_their_traceback(monkeypatch):
+    """Only user mistakes and the machine's limits are one line: a bug still shows where it is."""
+    from densepure import commands
+
+    def fail(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["classifiers"])

@@ -107,7 +107,7 @@ MISTAKES = [
     ("N-missing", changed(DEFAULT, (f"{DIGITS}.N", DELETE)),
      "datasets.digits.N: missing (required here: N, diffusion, image_sets)"),
     ("N-absurd", changed(DEFAULT, (f"{DIGITS}.N", 2**32)),
-     "datasets.digits.N: N0 + N = 4294967316 exceeds the 4294967296 draws"),
+     "datasets.digits.N: N0 + N = 4294967316 exceeds 4294967296, the indices one 32-bit word"),
     ("alpha-one", changed(DEFAULT, ("alpha", 1)), "alpha: 1 must be < 1"),
     ("mv_K-not-a-K", changed(DEFAULT, ("artifacts.fig4_right.panels.0.mv_K", 7)),
      "artifacts.fig4_right.panels[0].mv_K: 7 is not one of the panel's Ks or extra_Ks"),
