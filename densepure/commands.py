@@ -222,6 +222,10 @@ def estimate(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from .report import run_report
 
+    if getattr(args, "outdir", None):
+        check_writable(args.outdir, "--outdir", folder=True)
+    if getattr(args, "out", None):
+        check_writable(args.out, "--out")
     return run_report(args)
 
 

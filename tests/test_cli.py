@@ -1,6 +1,7 @@
 """End to end through the command line: certify, aggregate, resume after SIGKILL, and one-line user errors."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from densepure.unet import UNetModel
 from densepure.votes import VotesStore
 
 SIGMA, N0, N, K, B, ALPHA = 0.5, 5, 40, 3, 2, 0.01
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +179,11 @@ def cli_error(args: list[str], capsys) -> str:
     except SystemExit as exit:  # argparse's own errors
         code = exit.code
     err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
     assert code == 2, err
-    assert "Traceback" not in err and err.count("error:") == 1 and "error:" in err.splitlines()[-1], err
-    return err.splitlines()[-1]
+    assert "Traceback" not in err and [line for line in lines if line.startswith("densepure")] == lines[-1:], err
+    assert re.match(r"densepure( \w+)?: error: ", lines[-1]), err
+    return lines[-1]
 
 
 @pytest.fixture
@@ -189,6 +193,8 @@ def junk(tmp_path) -> dict[str, Path]:
     paths["garbage.pt"].write_text("garbage\n")
     paths["empty.pt"].write_bytes(b"")
     paths["file"].write_text("x\n")
+    paths["binary"] = tmp_path / "binary"
+    paths["binary"].write_bytes(bytes(range(256)) * 4)
     return paths
 
 
@@ -320,3 +326,26 @@ def test_other_runtime_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["classifiers"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["table", "--artifact", "tableA", "--spec", "binary", "--results", "file", "--outdir", "t"],
+     "{tmp}/binary: cannot read spec ('utf-8' codec can't decode"),
+    (["table", "--artifact", "tableA", "--spec", REPO_CONFIG, "--results", "binary", "--outdir", "t"],
+     "{tmp}/binary: not a result TSV"),
+    (["table", "--artifact", "tableA", "--spec", REPO_CONFIG, "--results", "file", "--outdir", "file"],
+     "--outdir {tmp}/file is a file; expected a folder"),
+    (["figure", "--artifact", "fig3", "--spec", REPO_CONFIG, "--results", "file", "--outdir", "file/f"],
+     "--outdir {tmp}/file/f: {tmp}/file is a file, not a folder"),
+    (["compare", "--artifact", "tableA", "--reproduced", "binary", "--paper", "binary", "--out", "c.csv"],
+     "{tmp}/binary: not a CSV file"),
+    (["compare", "--artifact", "tableA", "--reproduced", "file", "--paper", "file", "--out", "."],
+     "--out {tmp} is a folder; expected a file"),
+    (["estimate", "--configfile", "binary"], "{tmp}/binary: cannot read config ('utf-8' codec can't decode"),
+    (["estimate", "--configfile", REPO_CONFIG, "--rates", "binary"], "{tmp}/binary: cannot read rates file"),
+])
+def test_report_and_estimate_mistakes_are_one_line(tmp_path, junk, capsys, args, message):
+    paths = [tmp_path / a if i and args[i - 1] in ("--spec", "--results", "--outdir", "--reproduced", "--paper",
+                                                   "--out", "--configfile", "--rates") else a
+             for i, a in enumerate(args)]
+    assert message.replace("{tmp}", str(tmp_path)) in cli_error(paths, capsys)
