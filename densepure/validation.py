@@ -193,6 +193,8 @@ def check_models(config: dict) -> None:
     for name, spec in config["datasets"].items():
         if name not in DATASETS:
             raise ConfigError(f"datasets.{name}: unknown dataset (known: {', '.join(sorted(DATASETS))})")
+        if name != "digits" and not spec.get("root"):
+            raise ConfigError(f"datasets.{name}.root: {name} needs its data folder (only the embedded digits has none)")
         if spec["diffusion"] not in config["diffusion_models"]:
             raise ConfigError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r} "
                               f"(known: {', '.join(config['diffusion_models']) or 'none'})")
@@ -202,10 +204,17 @@ def check_models(config: dict) -> None:
             raise ConfigError(f"datasets.{name}.N: {err}") from None
         for set_name, ids in spec["image_sets"].items():
             check_ids(f"datasets.{name}.image_sets.{set_name}", ids, name)
+    owners: dict[str, str] = {}  # file -> the model it belongs to: one download (or hand-placed file) per model
     for section in ("diffusion_models", "classifiers"):
         for name, entry in config[section].items():
-            if "train" not in entry and "file" not in entry:
+            if "train" in entry:
+                continue
+            if "file" not in entry:
                 raise ConfigError(f"{section}.{name}: needs `file` (downloaded or placed by hand) or `train`")
+            if entry["file"] in owners:
+                raise ConfigError(f"{section}.{name}.file: {entry['file']!r} is already the file of "
+                                  f"{owners[entry['file']]}")
+            owners[entry["file"]] = f"{section}.{name}"
     for name, entry in config["diffusion_models"].items():
         if "train" in entry and entry["arch"] != "bundle":
             raise ConfigError(f"diffusion_models.{name}.train: the workflow trains bundles (the digits UNet); "
@@ -244,13 +253,25 @@ def check_panel(config: dict, where: str, panel: dict) -> None:
         check_plans(where, schedule, panel["sigmas"], panel["bs"], panel["methods"])
 
 
+def check_figure_panel(where: str, panel: dict) -> None:
+    """What densepure.report.panel_kind draws: curves (``radii: curve``) or a K ablation (radii listed, several Ks);
+    listed radii with one K are a table."""
+    if panel["radii"] != "curve" and len(panel["Ks"]) < 2:
+        raise ConfigError(f"{where}.radii: a figure panel needs radii: curve, or listed radii with several Ks (a K "
+                          "ablation); listed radii with one K are a table")
+
+
 def check_artifacts(config: dict) -> None:
+    from .grid import is_table
+
     for name, spec in config["artifacts"].items():
         for other in spec.get("derived_from", []):
             if other not in config["artifacts"]:
                 raise ConfigError(f"artifacts.{name}.derived_from: {other!r} is not an artifact")
         for i, panel in enumerate(spec["panels"]):
             check_panel(config, f"artifacts.{name}.panels[{i}]", panel)
+            if not is_table(name):
+                check_figure_panel(f"artifacts.{name}.panels[{i}]", panel)
 
 
 def check_mixture(where: str, components: list[dict], dim: int | None = None) -> list[int]:

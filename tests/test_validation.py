@@ -5,6 +5,7 @@ allowed there. One table of (mistake, expected text); the validation function ch
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,17 @@ MISTAKES = [
     ("top-level-typo", changed(DEFAULT, ("seeds", 0)), "seeds: unknown key; did you mean 'seed'? (allowed: alpha,"),
     ("dataset-key-typo", changed(DEFAULT, (f"{DIGITS}.N_0", 3)), "datasets.digits.N_0: unknown key; did you mean"),
     ("artifact-name", changed(DEFAULT, ("artifacts.summary", DEFAULT["artifacts"]["fig3"])),
-     "artifacts: \"summary\" does not match ^(table|fig)"),
+     "artifacts: \"summary\" does not match ^(table1|table2|tableA|tableB|fig"),
+    ("table-unknown", changed(DEFAULT, ("artifacts.table3", DEFAULT["artifacts"]["table2"])),
+     "artifacts: \"table3\" does not match ^(table1|table2|tableA|tableB|fig[A-Za-z0-9_]*)$ (Tables are table1, "
+     "table2, tableA or tableB"),
+    ("figure-with-table-radii", changed(DEFAULT, (f"{PANEL}.radii", [0.0, 0.5])),
+     "artifacts.fig3.panels[0].radii: a figure panel needs radii: curve, or listed radii with several Ks"),
+    ("dataset-root-missing", changed(PAPER, ("datasets.cifar10.root", None)),
+     "datasets.cifar10.root: cifar10 needs its data folder"),
+    ("file-twice", changed(PAPER, ("classifiers.wrn-50-2.file", "resnet152_a1h-dc400468.pth")),
+     "classifiers.resnet-152.file: 'resnet152_a1h-dc400468.pth' is already the file of classifiers.wrn-50-2"),
+    ("work_dir-empty", changed(DEFAULT, ("work_dir", "")), "work_dir: '' should be non-empty"),
     # values: enums, types, ranges, duplicates, missing keys
     ("device-gpu", changed(DEFAULT, ("device", "gpu")),
      "device: \"gpu\" does not match ^(auto|cpu|cuda(:[0-9]+)?)$ (Device for certification jobs: auto, cpu, cuda or"),
@@ -181,6 +192,31 @@ def test_schema_limits_are_the_packages():
     assert top["seed"]["maximum"] == top["theory"]["properties"]["seed"]["maximum"] == rng.MAX_SEED
     assert top["device"]["pattern"] == f"^({execution.DEVICE_PATTERN})$"
     assert data.SIZES["digits"] == len(data.digits_arrays("test")[1])
+
+
+def test_artifact_rules_are_the_reports():
+    """The table names the schema allows are the layouts the report writes; a figure panel the validation accepts
+    is one the report can draw, and the other way round."""
+    from densepure import report
+    from densepure.validation import check_figure_panel
+
+    pattern = load_schema()["properties"]["artifacts"]["propertyNames"]["pattern"]
+    assert {name for name in ("table1", "table2", "tableA", "tableB", "table3", "tableC") if re.match(pattern, name)} \
+        == set(report.TABLES)
+    panels = [p for c in (DEFAULT, PAPER) for name, a in c["artifacts"].items() if name.startswith("fig")
+              for p in a["panels"]]
+    for panel in [*panels, {**panels[0], "radii": [0.0, 0.5], "Ks": [10]}]:
+        try:
+            report.panel_kind(panel)
+            drawable = True
+        except ValueError:
+            drawable = False
+        try:
+            check_figure_panel("panel", panel)
+            accepted = True
+        except ConfigError:
+            accepted = False
+        assert drawable == accepted, panel
 
 
 # --- the real dry run stops with the one line, before any job ----------------------------------------------------
