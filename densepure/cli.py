@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _out_of_memory(err: BaseException) -> bool:
     """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the RuntimeError of torch's
     CPU allocator."""
-    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(err)
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(err))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,8 @@ def check_classifier_dataset(classifier: str, dataset: str) -> None:
 
     spec = get_classifier_spec(classifier)
     if spec.dataset and spec.dataset != dataset:
-        raise ValueError(f"classifier {classifier!r} is for {spec.dataset}, not {dataset} (see `densepure classifiers`)")
+        raise ValueError(f"classifier {classifier!r} is for {spec.dataset}, not {dataset} "
+                         "(see `densepure classifiers`)")
 
 
 def execution_from_args(args: argparse.Namespace, device=None):

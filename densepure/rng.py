@@ -46,7 +46,8 @@ def check_count(count: int, name: str = "N0 + N") -> int:
     """``count`` if every index below it (draws of an image, votes of a draw) has its own 32-bit counter word, else
     ValueError naming ``name``."""
     if not 0 <= count <= MAX_COUNT:
-        raise ValueError(f"{name} = {count} exceeds {MAX_COUNT}, the indices one 32-bit word of the noise counter holds")
+        raise ValueError(f"{name} = {count} exceeds {MAX_COUNT}, the indices one 32-bit word of the noise counter "
+                         "holds")
     return count
 
 

@@ -2,12 +2,12 @@
 
 Every mistake raises :class:`ConfigError`, one line naming the key (``artifacts.fig3.panels[0].max_radiuss``) and
 what is allowed there. The workflow calls :func:`validate_workflow_config` (a dry run stops with that line alone),
-``densepure estimate`` calls :func:`validate_config`.
+``densepure estimate`` the two steps below.
 
-The schema step is :func:`check_schema`: jsonschema with the schema's defaults filled in (as ``snakemake.utils.validate``
-does), reporting jsonschema's most relevant error (:func:`jsonschema.exceptions.best_match`) in one line instead of
-the schema. The cross-checks (:func:`check_config`) need the registries (classifiers, datasets, diffusion models), the
-noise key's range and the reverse schedules; they import torch, so the schema step runs first and fails fast.
+:func:`check_schema` validates with jsonschema, filling in the schema's defaults as ``snakemake.utils.validate``
+does, and reports jsonschema's most relevant error (``best_match``) in one line instead of dumping the schema.
+:func:`check_config` does the cross-checks; they need the registries (classifiers, datasets, diffusion models), the
+noise key's range and the reverse schedules, and import torch, so the schema step runs first and fails fast.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def schema_message(error) -> str:
         return f"{key_path([*error.absolute_path, key])}: unknown key{hint} (allowed: {', '.join(allowed)})"
     if kind == "required":
         missing = [key for key in error.validator_value if key not in value]
-        return f"{key_path([*error.absolute_path, missing[0]])}: missing (required here: {', '.join(error.validator_value)})"
+        required = ", ".join(error.validator_value)
+        return f"{key_path([*error.absolute_path, missing[0]])}: missing (required here: {required})"
     if kind in ("enum", "const"):
         allowed = error.validator_value if kind == "enum" else [error.validator_value]
         return f"{at}{_show(value)} is not allowed (allowed: {', '.join(_show(a) for a in allowed)})"

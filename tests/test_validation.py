@@ -111,7 +111,8 @@ MISTAKES = [
      "artifacts.fig4_left.panels[0].Ks: 3 is listed twice"),
     ("sigma-zero", changed(DEFAULT, ("artifacts.table2.panels.0.sigmas", [0.25, 0.0])),
      "artifacts.table2.panels[0].sigmas[1]: 0.0 must be > 0"),
-    ("sigma-negative", changed(DEFAULT, (f"{PANEL}.sigmas", [-0.5])), "artifacts.fig3.panels[0].sigmas[0]: -0.5 must be > 0"),
+    ("sigma-negative", changed(DEFAULT, (f"{PANEL}.sigmas", [-0.5])),
+     "artifacts.fig3.panels[0].sigmas[0]: -0.5 must be > 0"),
     ("sigma-inf", changed(DEFAULT, (f"{PANEL}.sigmas", [float("inf")])),
      "artifacts.fig3.panels[0].sigmas[0]: inf is not a finite number"),
     ("N-string", changed(DEFAULT, (f"{DIGITS}.N", "100")), "datasets.digits.N: \"100\" is not of type integer"),
@@ -156,7 +157,8 @@ MISTAKES = [
      "theory.fig2.box: [1.2, -1.2] must be [low, high] with low < high"),
     ("theory-mixed-stds", changed(DEFAULT, ("theory.thm31.mixture.0.std", 0.0)),
      "theory.thm31.mixture: stds must be all > 0 (a mixture) or all 0 (a point set), not both"),
-    ("theory-key-typo", changed(DEFAULT, ("theory.radius.Kss", [1])), "theory.radius.Kss: unknown key; did you mean 'Ks'?"),
+    ("theory-key-typo", changed(DEFAULT, ("theory.radius.Kss", [1])),
+     "theory.radius.Kss: unknown key; did you mean 'Ks'?"),
 ]
 
 
