@@ -319,19 +319,20 @@ def check_config(config: dict) -> None:
         check_theory(config["theory"])
 
 
-def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA) -> dict:
+def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, cross_checks: bool = True) -> dict:
     """Validate a workflow config (defaults filled in, in place) and return it; ConfigError naming the first bad
-    key."""
+    key. ``cross_checks=False`` runs the schema step only (it fills the defaults)."""
     check_schema(config, load_schema(schema_path))
-    check_config(config)
+    if cross_checks:
+        check_config(config)
     return config
 
 
-def validate_workflow_config(config: dict, schema_path: str | os.PathLike) -> dict:
+def validate_workflow_config(config: dict, schema_path: str | os.PathLike, cross_checks: bool = True) -> dict:
     """:func:`validate_config` for the Snakefile: a mistake exits with ``config error: <one line>`` (status 1) before
     Snakemake builds any job; ``DENSEPURE_DEBUG=1`` raises the ConfigError instead."""
     try:
-        return validate_config(config, schema_path)
+        return validate_config(config, schema_path, cross_checks)
     except ConfigError as err:
         if os.environ.get("DENSEPURE_DEBUG"):
             raise

@@ -8,8 +8,12 @@ from pathlib import Path
 from densepure import validation
 
 # Before any job: the schema (defaults filled in), then the cross-checks; a mistake exits with one line naming the key.
+# A job that Snakemake runs on a cluster node reads this file again: its config was checked before it was submitted,
+# so it skips the cross-checks (they import torch, seconds).
 validation.validate_workflow_config(
-    config, workflow.source_path("../schemas/config.schema.yaml")
+    config,
+    workflow.source_path("../schemas/config.schema.yaml"),
+    cross_checks=workflow.is_main_process,
 )
 
 from densepure import execution, grid
