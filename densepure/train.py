@@ -429,6 +429,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from .commands import check_writable
+
+    try:
+        check_writable(Path(args.out), "--out")  # before minutes of training
+    except ValueError as err:
+        raise SystemExit(f"python -m densepure.train: error: {err}") from None
     threads = args.threads or default_threads()
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  (the workflow logs stderr)
     start = time.perf_counter()
