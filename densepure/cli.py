@@ -7,6 +7,7 @@ with status 2; set DENSEPURE_DEBUG=1 to get the traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -41,10 +42,22 @@ Kill it at any time: rerunning the same command resumes after the last finished 
 """
 
 
+def _number(text: str, kind: type) -> float | int:
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def _int(text: str) -> int:
+    return _number(text, int)
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -56,14 +69,14 @@ def _non_negative_float(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
 def _alpha(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
@@ -106,14 +119,15 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--N0", type=_positive_int, default=100, help="draws for class selection [100]")
     g.add_argument("--N", type=_positive_int, default=100_000, help="draws for estimation [100000]")
     g.add_argument("--alpha", type=_alpha, default=0.001, help="failure probability [0.001]")
-    g.add_argument("--seed", type=int, default=0, help="run seed addressing all noise [0]")
+    g.add_argument("--seed", type=_int, default=0,
+                   help="run seed addressing all noise, 0..4294967295 [0]")
     g.add_argument("--method", choices=["densepure", "onestep", "carlini"], default="densepure",
                    help="densepure: b-step reverse (b=1 runs the one-shot); onestep: DensePure code's one-shot "
                         "(the paper's 'Carlini22' rows); carlini: Carlini et al.'s own code path")
     g.add_argument("--timestep-rule", choices=["reference", "paper"], default="reference",
                    help="sigma -> t*: as the reference code computes it (default) or the paper's Alg. 2")
     g = p.add_argument_group("execution", "--mode picks a preset; an option given explicitly overrides it")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto [auto]")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
     g.add_argument("--mode", choices=["custom", "reference", "fast"], default="custom",
                    help="custom: the options below at their own defaults; reference: what the reference code runs "
                         "(ImageNet UNet fp16, CIFAR-10 fp32, einsum attention, batches of 16 (ImageNet) or 100 draws "
@@ -276,16 +290,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the RuntimeError of torch's
+    CPU allocator."""
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(err))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import commands
 
     try:
         return commands.run(args)
-    except ValueError as err:  # every user mistake is a ValueError subclass with a one-line message
+    except (ValueError, OSError) as err:  # user mistakes: ValueError subclasses; paths the system refuses: OSError
         if os.environ.get("DENSEPURE_DEBUG"):
             raise
-        print(f"densepure: error: {err}", file=sys.stderr)
+        print(f"densepure: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as err:
+        if os.environ.get("DENSEPURE_DEBUG") or not _out_of_memory(err):
+            raise
+        detail = " ".join(str(err).split())[:200]
+        print(f"densepure: error: out of memory{': ' + detail if detail else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ndensepure: interrupted; finished images are kept, rerun to resume", file=sys.stderr)

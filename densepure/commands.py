@@ -3,24 +3,61 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import string
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .data import NUM_CLASSES, DataError, load_dataset, parse_ids
+from .data import NUM_CLASSES, DataError, check_dataset, load_dataset, parse_ids
 from .results import Setting, result_row, write_tsv
 from .votes import VotesError, VotesStore
 
 
 def resolve_device(name: str):
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    """``auto`` is the first CUDA device when there is one, else the CPU; ``cpu``, ``cuda`` and ``cuda:N`` must exist
+    (:data:`densepure.execution.DEVICE_PATTERN`)."""
     import torch
 
+    from .execution import DEVICE_PATTERN
+
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        index, count = int(name.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise ValueError(f"device {name!r} requested but there are {count} CUDA devices (cuda:0..cuda:{count - 1})")
     return torch.device(name)
+
+
+def check_writable(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output ``path`` that cannot be written: a file where a folder is needed (or the
+    other way round), a file on the way to it, or a nearest existing folder that is not writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        found, wanted = ("file", "folder") if folder else ("folder", "file")
+        raise ValueError(f"{option} {path} is a {found}; expected a {wanted}")
+    start = path if folder else path.parent
+    existing = next((p for p in (start, *start.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {existing} is not writable")
+
+
+def check_classifier_dataset(classifier: str, dataset: str) -> None:
+    """Refuse a registered classifier of another dataset (its input size, channels or classes would not fit)."""
+    from .classifiers import get_classifier_spec
+
+    spec = get_classifier_spec(classifier)
+    if spec.dataset and spec.dataset != dataset:
+        raise ValueError(f"classifier {classifier!r} is for {spec.dataset}, not {dataset} "
+                         "(see `densepure classifiers`)")
 
 
 def execution_from_args(args: argparse.Namespace, device=None):
@@ -105,9 +142,21 @@ def certify(args: argparse.Namespace) -> int:
     from .progress import JobProgress
     from .classifiers import build_classifier
     from .diffusion import load_diffusion
+    from .rng import check_count, check_seed
     from .schedule import make_plan, one_shot_plan
 
+    check_seed(args.seed, "--seed")
+    check_count(args.N0 + args.N, "--N0 + --N")
+    check_count(args.K, "--K")
+    check_writable(args.votes_dir, "--votes-dir", folder=True)
+    check_writable(args.out, "--out")
+    if not args.dataset_loader:
+        check_dataset(args.dataset)
+        if not args.classifier_model:
+            check_classifier_dataset(args.classifier, args.dataset)
     if args.threads:
+        if args.threads > (os.cpu_count() or 1):
+            raise ValueError(f"--threads {args.threads}: this machine has {os.cpu_count()} CPUs")
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     execution = execution_from_args(args, device)
@@ -117,22 +166,24 @@ def certify(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, args.data_root, loader=args.dataset_loader)
     if args.dataset_loader:
         setting = replace(setting, extra={**setting.extra, "num_classes": dataset.num_classes})
-    ids = unique_ids(parse_ids(args.ids))
+    ids = unique_ids(parse_ids(args.ids, limit=len(dataset)))
     check_ids(ids, len(dataset), args.dataset)
     one_shot_job = args.method in ("onestep", "carlini") or args.b == 1
     if args.one_shot_votes_dir and one_shot_job:
         raise ValueError("--one-shot-votes-dir needs a DensePure job (--method densepure, --b >= 2)")
     rows = args.N0 + args.N
+    if args.one_shot_votes_dir:
+        check_writable(args.one_shot_votes_dir, "--one-shot-votes-dir", folder=True)
     for directory in (args.votes_dir, args.one_shot_votes_dir, args.out.parent):
         if directory is not None:
             writable_directory(directory)
     net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=execution.precision,
                                    attention=execution.attention, schedule_spec=args.diffusion_schedule)
+    plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
     classifier = build_classifier(args.classifier_model or args.classifier, checkpoint=args.classifier_ckpt,
                                   preprocessing=args.preprocessing, num_classes=dataset.num_classes, device=device)
     setting = replace(setting, checkpoints=checkpoint_digests(args.diffusion_ckpt, args.classifier_ckpt))
     denoiser, classify = prepare_models(net, classifier, execution)
-    plan = make_plan(args.sigma, args.b, schedule, method=args.method, rule=args.timestep_rule)
     store = VotesStore(args.votes_dir, setting.as_dict(), num_classes=dataset.num_classes, rows=rows)
     targets = [StoreTarget(store, setting, [1] if one_shot_job else Ks, args.out, savings)]
     one_shot = plan if one_shot_job else None
@@ -190,14 +241,27 @@ def open_stores(directories: list[Path]) -> tuple[Setting, dict[int, VotesStore]
     return base, by_id
 
 
+def output_paths(pattern: str, Ks: list[int]) -> dict[int, Path]:
+    """The TSV path of each K' from an ``--out`` pattern holding ``{K}`` and no other placeholder."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None}
+        paths = {K: Path(pattern.format(K=K)) for K in Ks} if fields == {"K"} else None
+    except (ValueError, KeyError, IndexError, AttributeError):
+        paths = None
+    if paths is None or len(set(paths.values())) < len(set(Ks)):
+        raise ValueError(f"--out must contain {{K}} and no other placeholder, e.g. out/K{{K}}.tsv; got {pattern!r}")
+    return paths
+
+
 def aggregate(args: argparse.Namespace) -> int:
+    paths = output_paths(args.out, args.K)
+    for path in paths.values():
+        check_writable(path, "--out")
     setting, by_id = open_stores(args.votes_dir)
     too_many = [k for k in args.K if k > setting.K]
     if too_many:
         raise VotesError(f"K'={too_many[0]} exceeds the K={setting.K} votes stored in {args.votes_dir[0]}")
-    if "{K}" not in args.out:
-        raise ValueError(f"--out must contain {{K}}, got {args.out!r}")
-    ids = parse_ids(args.ids) if args.ids else sorted(by_id)
+    ids = parse_ids(args.ids, limit=len(by_id)) if args.ids else sorted(by_id)
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise VotesError(f"image {missing[0]} has no complete votes file in {', '.join(map(str, args.votes_dir))}")
@@ -211,7 +275,7 @@ def aggregate(args: argparse.Namespace) -> int:
             except VotesError as err:
                 raise VotesError(f"{by_id[i].path(i)}: {err}") from None
     for K in args.K:
-        write_tsv(Path(args.out.format(K=K)), rows[K])
+        write_tsv(paths[K], rows[K])
     return 0
 
 
@@ -228,6 +292,10 @@ def classifiers(args: argparse.Namespace) -> int:
 def download(args: argparse.Namespace) -> int:
     from .download import download as fetch
 
+    check_writable(args.out, "--out")
+    check_writable(args.lock, "--lock")
+    if args.extract_to:
+        check_writable(args.extract_to, "--extract-to", folder=True)
     fetch(args.url, args.out, args.lock, name=args.name, retries=args.retries, extract_to=args.extract_to)
     return 0
 
@@ -241,6 +309,10 @@ def estimate(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from .report import run_report
 
+    if getattr(args, "outdir", None):
+        check_writable(args.outdir, "--outdir", folder=True)
+    if getattr(args, "out", None):
+        check_writable(args.out, "--out")
     return run_report(args)
 
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # torch is imported where images are made, so the workflow's 
 
 DIGITS_TRAIN = 1200
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "imagenet": 1000}
+# Images in each dataset's certification split: the ids 0 .. size - 1 a config's image sets may hold.
+SIZES = {"digits": 1797 - DIGITS_TRAIN, "cifar10": 10_000, "imagenet": 50_000}
 
 
 class DataError(ValueError):
@@ -137,6 +139,13 @@ def _loaded(name: str, loader: str, root: Path | None) -> Dataset:
     return Dataset(name, int(num_classes), length, get)
 
 
+def check_dataset(name: str) -> None:
+    """DataError unless ``name`` is a built-in dataset (your own data needs a loader)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)}; your own data needs a loader: "
+                        f"{IMAGE_FOLDER} or module:function)")
+
+
 def load_dataset(name: str, root: str | Path | None = None, loader: str | None = None) -> Dataset:
     """The certification split of dataset ``name`` (``root`` is ignored for the embedded ``digits``); with a
     ``loader`` (``image_folder`` or ``module:function``) your own data under that name."""
@@ -144,9 +153,7 @@ def load_dataset(name: str, root: str | Path | None = None, loader: str | None =
         return _image_folder(name, None if root is None else Path(root))
     if loader is not None:
         return _loaded(name, loader, None if root is None else Path(root))
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)}; your own data needs a loader: "
-                        f"{IMAGE_FOLDER} or module:function)")
+    check_dataset(name)
     if name == "digits":
         return _digits()
     if root is None:
@@ -154,8 +161,10 @@ def load_dataset(name: str, root: str | Path | None = None, loader: str | None =
     return DATASETS[name](Path(root))
 
 
-def parse_ids(spec: str) -> list[int]:
-    """Image ids from ``"start:stop:step"`` (Python range), a comma list ``"0,20,40"``, or ``@file`` (one per line)."""
+def parse_ids(spec: str, limit: int | None = None) -> list[int]:
+    """Image ids from ``"start:stop:step"`` (Python range), a comma list ``"0,20,40"``, or ``@file`` (one per line).
+    DataError when ``spec`` cannot be read, holds no id (``5:1``), or holds more than ``limit`` ids (the dataset's
+    size, the ids stored: more must hold an id that is not there; a range is refused before it is listed)."""
     if spec.startswith("@"):
         path = Path(spec[1:])
         if not path.is_file():
@@ -163,7 +172,14 @@ def parse_ids(spec: str) -> list[int]:
         spec = ",".join(line.strip() for line in path.read_text().splitlines() if line.strip())
     try:
         if ":" in spec:
-            return list(range(*[int(part) for part in spec.split(":")]))
-        return [int(part) for part in spec.split(",") if part.strip()]
+            ids = range(*[int(part) for part in spec.split(":")])
+        else:
+            ids = [int(part) for part in spec.split(",") if part.strip()]
     except (ValueError, TypeError):
         raise DataError(f"cannot read image ids from {spec!r}: use start:stop:step, a comma list or @file") from None
+    if limit is not None and len(ids) > limit:
+        raise DataError(f"{spec!r} holds {len(ids)} ids; at most {limit} are possible here")
+    ids = list(ids)
+    if not ids:
+        raise DataError(f"{spec!r} holds no image ids")
+    return ids

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from .schedule import Schedule, make_schedule
-from .unet import CheckpointMismatchError, UNetConfig, UNetModel, cifar10_config, imagenet256_config, load_unet
+from .unet import (CheckpointMismatchError, UNetConfig, UNetModel, cifar10_config, imagenet256_config, load_unet,
+                   read_checkpoint)
 
 OFFICIAL = {
     "guided-imagenet256": (imagenet256_config, "linear", 1000),
@@ -39,8 +40,8 @@ def save_bundle(path: str | Path, net: UNetModel, schedule: Schedule) -> None:
 
 
 def _read_bundle(path: Path) -> tuple[UNetConfig, Schedule, dict]:
+    bundle = read_checkpoint(path)
     try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
         config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in bundle["unet_config"].items()})
         schedule = make_schedule(bundle["schedule"]["kind"], int(bundle["schedule"]["T"]))
         return config, schedule, bundle["state_dict"]

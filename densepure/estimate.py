@@ -163,8 +163,8 @@ def load_rates(path: str | Path | None = None) -> dict[str, dict]:
         return rates
     try:
         extra = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise RatesError(f"{path}: cannot read rates file ({err})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RatesError(f"{path}: cannot read rates file ({' '.join(str(err).split())})") from None
     if not isinstance(extra, dict) or set(extra) - {"diffusion", "classifiers", "benchmark"}:
         raise RatesError(f"{path}: expected a mapping with keys `diffusion` and/or `classifiers` (and `benchmark`)")
     for arch, per_precision in (extra.get("diffusion") or {}).items():
@@ -264,18 +264,17 @@ def load_config(path: str | Path) -> dict:
     path = resources.config_file(path)
     try:
         config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read config ({err})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read config ({' '.join(str(err).split())})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a workflow config must be a mapping")
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
+    from .validation import ConfigError, check_config, check_schema, load_schema
 
     try:
-        validate(config, str(resources.resource(resources.SCHEMA)))
-    except WorkflowError as err:
-        raise ValueError(f"{path}: invalid config: {' '.join(str(err).split())[:500]}") from None
-    grid.check_config(config)
+        check_schema(config, load_schema(resources.resource(resources.SCHEMA)))
+        check_config(config)
+    except ConfigError as err:
+        raise ValueError(f"{path}: {err}") from None
     return config
 
 

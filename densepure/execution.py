@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODES = ("custom", "reference", "fast")
+# Devices a certification job accepts (`densepure certify --device`, config key `device`).
+DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 # DP's run_scripts: ImageNet 16 draws per batch, CIFAR-10 100 (SPEC §7); convert_to_fp16() on the ImageNet UNet only.

@@ -283,48 +283,6 @@ def model_path(config: dict, section: str, name: str) -> str | None:
 PLUGIN_ARCH = "plugin"
 
 
-def _check_plugins(config: dict) -> None:
-    """Your own models and data (``model``, ``arch: plugin``, ``loader``) have what they need."""
-    from .data import DATASETS, IMAGE_FOLDER
-
-    for name, spec in config["datasets"].items():
-        loader = spec.get("loader")
-        if loader is None and name not in DATASETS:
-            raise ValueError(f"datasets.{name}: not a built-in dataset ({', '.join(DATASETS)}); your own data needs "
-                             f"`loader` ({IMAGE_FOLDER} or module:function)")
-        if loader == IMAGE_FOLDER and not spec.get("root"):
-            raise ValueError(f"datasets.{name}.root: the image folder of loader {IMAGE_FOLDER}")
-    for name, entry in config["diffusion_models"].items():
-        plugin = entry["arch"] == PLUGIN_ARCH
-        if plugin != ("model" in entry) or plugin != ("schedule" in entry):
-            raise ValueError(f"diffusion_models.{name}: `model` (module:function) and `schedule` go together with "
-                             f"arch: {PLUGIN_ARCH}")
-    for section in ("diffusion_models", "classifiers"):
-        for name, entry in config[section].items():
-            own = "model" in entry
-            if "train" not in entry and "file" not in entry and not own:
-                raise ValueError(f"{section}.{name}: needs `file` (downloaded or placed by hand), `train`, or your "
-                                 "own `model`")
-
-
-def check_config(config: dict) -> None:
-    """Cross-references the JSON schema cannot express; ValueError naming the first bad key."""
-    for name, spec in config["datasets"].items():
-        if spec["diffusion"] not in config["diffusion_models"]:
-            raise ValueError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r}")
-    _check_plugins(config)
-    for artifact, spec in config["artifacts"].items():
-        for i, panel in enumerate(spec["panels"]):
-            where = f"artifacts.{artifact}.panels[{i}]"
-            if panel["dataset"] not in config["datasets"]:
-                raise ValueError(f"{where}.dataset: unknown dataset {panel['dataset']!r}")
-            for classifier in panel["classifiers"]:
-                if classifier not in config["classifiers"]:
-                    raise ValueError(f"{where}.classifiers: {classifier!r} is not in `classifiers`")
-            if panel["images"] not in config["datasets"][panel["dataset"]]["image_sets"]:
-                raise ValueError(f"{where}.images: {panel['images']!r} is not an image set of {panel['dataset']}")
-
-
 def write_effective_config(config: dict, path: str) -> str:
     """Write the validated config (defaults filled in) where report rules read artifact specs; only rewritten when
     it changed, so Snakemake's timestamps stay quiet."""

@@ -98,6 +98,8 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
                                                     "method": str, "precision": str})
         except pd.errors.EmptyDataError:
             raise ValueError(f"empty result file: {path}") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not a result TSV ({' '.join(str(err).split())})") from None
         if df.empty:
             raise ValueError(f"result file has no rows: {path}")
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
@@ -318,7 +320,10 @@ def load_spec(path: str | Path, artifact: str) -> dict:
     import yaml
 
     path = resources.config_file(path, what="spec file")
-    config = yaml.safe_load(_extract_yaml(path.read_text())) or {}
+    try:
+        config = yaml.safe_load(_extract_yaml(path.read_text())) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read spec ({' '.join(str(err).split())})") from None
     artifacts = config.get("artifacts", config) if isinstance(config, dict) else {}
     if artifact not in artifacts or not isinstance(artifacts[artifact], dict):
         known = ", ".join(k for k, v in artifacts.items() if isinstance(v, dict) and "panels" in v)
@@ -482,12 +487,20 @@ def table1(results: pd.DataFrame, spec: dict, paper_csv: str | Path | None = Non
     return pd.concat([quoted, best], ignore_index=True)[list(best.columns)]
 
 
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """``pd.read_csv`` with a one-line ValueError naming the file when it is not a CSV (binary, ragged)."""
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a CSV file ({' '.join(str(err).split())})") from None
+
+
 def quoted_baselines(paper_csv: str | Path | None = None, datasets: Sequence[str] | None = None) -> pd.DataFrame:
     """Table 1's baseline rows of the paper CSV (all but Carlini/Ours) as cells with ``reproduced = False``."""
     path = Path(paper_csv) if paper_csv else resources.paper_numbers("table1")
     if not path.is_file():
         raise ValueError(f"paper table not found: {path}")
-    paper = pd.read_csv(path)
+    paper = read_csv(path)
     paper = paper[~paper["method_key"].isin(["densepure", "carlini", "onestep"])]
     if datasets is not None:
         paper = paper[paper["dataset"].isin(list(datasets))]
@@ -954,11 +967,11 @@ def compare_with_paper(reproduced_cells: pd.DataFrame | str | Path, paper_csv: s
     by ``tol`` points (the paper prints one decimal); ``status`` is ``ok``, ``outside_ci`` or ``missing`` (no
     reproduced cell). For Table 1 the clean accuracies are compared too (``clean_outside_ci``).
     """
-    rep = pd.read_csv(reproduced_cells) if not isinstance(reproduced_cells, pd.DataFrame) else reproduced_cells.copy()
+    rep = read_csv(reproduced_cells) if not isinstance(reproduced_cells, pd.DataFrame) else reproduced_cells.copy()
     paper_path = Path(paper_csv)
     if not paper_path.is_file():
         raise ValueError(f"paper CSV not found: {paper_path}")
-    paper = _paper_rows(pd.read_csv(paper_path), artifact).copy()
+    paper = _paper_rows(read_csv(paper_path), artifact).copy()
     if rep.empty:
         raise ValueError("no reproduced cells")
     if "method_key" not in paper:

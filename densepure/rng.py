@@ -12,6 +12,7 @@ Counter layout for element block ``e`` (4 normals per block) of the sample addre
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -23,6 +24,31 @@ ROUNDS = 10
 # Streams keep different uses of noise independent.
 SMOOTHING = 0
 REVERSE = 1
+
+# The seed and the image id each fill one 32-bit key word, draw and vote one 32-bit counter word: larger values would
+# silently alias smaller ones (seed 2^32 would give seed 0's noise), so they are refused.
+MAX_SEED = MASK32
+MAX_COUNT = 1 << 32  # draws per image, votes per draw
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if the noise key holds it (0 .. 2^32 - 1), else ValueError naming ``name``."""
+    try:
+        value = operator.index(seed)
+    except TypeError:
+        value = None
+    if isinstance(seed, bool) or value is None or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in 0..{MAX_SEED} (the noise key's 32-bit word), got {seed!r}")
+    return value
+
+
+def check_count(count: int, name: str = "N0 + N") -> int:
+    """``count`` if every index below it (draws of an image, votes of a draw) has its own 32-bit counter word, else
+    ValueError naming ``name``."""
+    if not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"{name} = {count} exceeds {MAX_COUNT}, the indices one 32-bit word of the noise counter "
+                         "holds")
+    return count
 
 
 def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +90,10 @@ def normal(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Standard normal noise of shape ``[len(draws), *shape]`` where row ``r`` is addressed by
-    ``(seed, image, stream, draws[r], votes[r], step)``. Same address, same numbers, on every call."""
+    ``(seed, image, stream, draws[r], votes[r], step)``. Same address, same numbers, on every call. ``seed`` and
+    ``image`` must lie in 0 .. 2^32 - 1 (:func:`check_seed`)."""
+    check_seed(seed)
+    check_seed(image, "image id")
     draws = torch.as_tensor(draws, dtype=torch.int64, device=device).reshape(-1, 1)
     votes = torch.zeros_like(draws) if votes is None else torch.as_tensor(votes, dtype=torch.int64, device=device)
     votes = votes.reshape(-1, 1)

@@ -22,6 +22,10 @@ MAX_BETA = 0.999
 TimestepRule = Literal["reference", "paper", "carlini"]
 
 
+class PlanError(ValueError):
+    """A (sigma, b) whose reverse chain would be silently wrong; the message names sigma, b and t*."""
+
+
 def cosine_f(u: np.ndarray | float) -> np.ndarray | float:
     """Unnormalised cosine alpha-bar ``f(u) = cos^2(((u + s) / (1 + s)) * pi / 2)``, s = 0.008."""
     return np.cos((np.asarray(u, dtype=np.float64) + COSINE_S) / (1 + COSINE_S) * math.pi / 2) ** 2
@@ -122,7 +126,7 @@ def t_carlini(sigma: float, alpha_bar: np.ndarray) -> int:
     for t in range(1, len(alpha_bar)):
         if ratio[t] >= 2 * sigma:
             return t
-    raise ValueError(f"sigma={sigma} is beyond the schedule's largest noise level")
+    raise PlanError(f"sigma {sigma:g} is beyond the schedule's largest noise level (Carlini et al.'s rule finds no t)")
 
 
 def t_paper(sigma: float, alpha_bar: np.ndarray, model_space: bool = True) -> int:
@@ -138,8 +142,8 @@ def t_paper(sigma: float, alpha_bar: np.ndarray, model_space: bool = True) -> in
 def t_star(sigma: float, schedule: Schedule, rule: TimestepRule = "reference") -> float:
     """Start timestep for ``sigma``. ``reference``: what DensePure's code does for this schedule (int for linear,
     float for cosine); ``paper``: Alg. 2 with the factor 2; ``carlini``: Carlini et al.'s ceil rule."""
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma}")
     if rule == "reference":
         if schedule.kind == "linear":
             return t_star_nearest_ratio(sigma, schedule.alpha_bar)
@@ -221,6 +225,56 @@ def respaced_betas(visited: list[int], alpha_bar_fn: Callable[[int], float]) -> 
     )
 
 
+def _where(sigma: float, b: int, t_star_value: float, schedule: Schedule) -> str:
+    return f"sigma {sigma:g}, b {b}: t* = {t_star_value:.6g} on the {schedule.kind} schedule with T = {schedule.T}"
+
+
+def _distinct(t_star_value: float, b: int) -> bool:
+    visited = visited_timesteps(t_star_value, b)
+    return len(set(visited)) == b and visited[-1] > 0
+
+
+def largest_b(t_star_value: float) -> int:
+    """The largest b whose visited timesteps are distinct and positive at this t* (1 when no b >= 2 is)."""
+    return next((b for b in range(math.ceil(t_star_value) + 1, 1, -1) if _distinct(t_star_value, b)), 1)
+
+
+def check_start(sigma: float, b: int, t_star_value: float, schedule: Schedule, rule: TimestepRule) -> None:
+    """Refuse a start timestep the schedule does not have (``round(t*) > T - 1``: the one-shot would index past the
+    schedule, a chain would feed the network a timestep it was never trained on), and the reference's tiny-sigma
+    fallback (``2 sigma`` below the linear schedule's smallest noise level: t* = T - 1, i.e. purification from pure
+    noise, see :func:`t_star_nearest_ratio`)."""
+    where = _where(sigma, b, t_star_value, schedule)
+    if round(t_star_value) > schedule.T - 1:
+        raise PlanError(f"{where} is beyond the schedule's last timestep {schedule.T - 1}: sigma is too large")
+    if rule == "reference" and schedule.kind == "linear":
+        smallest = math.sqrt(1 / schedule.alpha_bar[0] - 1)
+        if 2 * sigma <= smallest:
+            raise PlanError(f"{where}: 2 sigma is at or below the schedule's smallest noise level {smallest:.3g}, "
+                            "where the reference rule falls back to the last timestep (purification from pure noise)")
+
+
+def check_visited(sigma: float, visited: list[int], t_star_value: float, schedule: Schedule) -> None:
+    """Refuse a b-step chain whose visited timesteps repeat or reach 0: its respaced betas would be 0 and its
+    coefficients not finite (b larger than about t*)."""
+    b = len(visited)
+    repeated = sorted({t for t in visited if visited.count(t) > 1}, reverse=True)
+    if repeated or visited[-1] <= 0:
+        shown = ", ".join(map(str, repeated[:3])) + (", ..." if len(repeated) > 3 else "")
+        what = f"repeat ({shown})" if repeated else "reach timestep 0"
+        raise PlanError(f"{_where(sigma, b, t_star_value, schedule)}: the visited timesteps {what}, which makes "
+                        f"respaced betas 0 and coefficients not finite; at this sigma b can be at most "
+                        f"{largest_b(t_star_value)}")
+
+
+def check_finite(sigma: float, b: int, t_star_value: float, schedule: Schedule, coef: StepCoefficients) -> None:
+    """Refuse coefficients that are not all finite (the chain would compute NaN images and classify them)."""
+    bad = [name for name in coef.__dataclass_fields__ if not np.isfinite(getattr(coef, name)).all()]
+    if bad:
+        raise PlanError(f"{_where(sigma, b, t_star_value, schedule)}: the reverse coefficients are not finite "
+                        f"({', '.join(bad)})")
+
+
 @dataclass(frozen=True)
 class ReversePlan:
     """Everything one purification needs (SPEC §3-5).
@@ -244,10 +298,16 @@ class ReversePlan:
 
 
 def reverse_plan(sigma: float, b: int, schedule: Schedule, rule: TimestepRule = "reference") -> ReversePlan:
-    """DensePure's b-step plan for ``sigma`` (b >= 2; b = 1 is :func:`one_shot_plan`): scale ``sqrt(a*)``."""
+    """DensePure's b-step plan for ``sigma`` (b >= 2; b = 1 is :func:`one_shot_plan`): scale ``sqrt(a*)``.
+    :class:`PlanError` for a (sigma, b) that would be silently wrong (:func:`check_start`, :func:`check_visited`,
+    :func:`check_finite`)."""
     ts = t_star(sigma, schedule, rule)
     visited = visited_timesteps(ts, b)
+    if b >= 2:
+        check_start(sigma, b, ts, schedule, rule)
+        check_visited(sigma, visited, ts, schedule)
     coef = step_coefficients(respaced_betas(visited, schedule.alpha_bar_fn()))
+    check_finite(sigma, b, ts, schedule, coef)
     model_ts = [t * schedule.timestep_scale for t in visited]
     return ReversePlan(visited, model_ts, coef, input_scale(sigma), sigma, one_shot=False)
 
@@ -259,8 +319,11 @@ def _single_step(schedule: Schedule, t: int) -> StepCoefficients:
 
 def one_shot_plan(sigma: float, schedule: Schedule, rule: TimestepRule = "reference") -> ReversePlan:
     """DensePure-code one-shot ("Carlini22" in the paper's tables, SPEC §5.1): scale ``sqrt(a*)``, one step of the
-    unmodified schedule at ``round(t*)``, returning the clipped x0."""
-    t = round(t_star(sigma, schedule, rule))
+    unmodified schedule at ``round(t*)``, returning the clipped x0. :class:`PlanError` where the schedule has no
+    such step (:func:`check_start`)."""
+    ts = t_star(sigma, schedule, rule)
+    check_start(sigma, 1, ts, schedule, rule)
+    t = round(ts)
     return ReversePlan([t], [t * schedule.timestep_scale], _single_step(schedule, t), input_scale(sigma), sigma, True)
 
 

@@ -404,6 +404,9 @@ def one_shot_mse(
 
 def run(args: argparse.Namespace) -> int:
     """``densepure train {classifier,diffusion}``: train one model, save it atomically, report to stderr."""
+    from .commands import check_writable
+
+    check_writable(Path(args.out), "--out")  # before minutes of training
     threads = args.threads or default_threads()
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  (the workflow logs stderr)
     start = time.perf_counter()

@@ -21,6 +21,7 @@ parameters and the final ``out`` head stay float32, and GroupNorm always compute
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -513,7 +514,20 @@ class UNetModel(nn.Module):
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not match the UNet built from the given config."""
+    """A checkpoint that cannot be read, or whose keys or shapes do not match the UNet built from the given config."""
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU; :class:`CheckpointMismatchError` naming the file when it
+    is empty, truncated or not a PyTorch weights file (garbage, another format, a pickle of arbitrary objects)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CheckpointMismatchError(f"checkpoint {path} is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, OSError, RuntimeError, ValueError) as err:
+        raise CheckpointMismatchError(f"cannot read checkpoint {path}: not a PyTorch weights file, or truncated "
+                                      f"({type(err).__name__})") from None
 
 
 def _mismatch_report(expected: Mapping[str, torch.Size], found: Mapping[str, Any], source: str) -> str | None:
@@ -558,7 +572,7 @@ def load_unet(
     if isinstance(source, Mapping):
         state_dict, name = source, "<state dict>"
     else:
-        state_dict, name = torch.load(source, map_location="cpu", weights_only=True), str(source)
+        state_dict, name = read_checkpoint(source), str(source)
         if not isinstance(state_dict, Mapping):
             raise CheckpointMismatchError(f"checkpoint {name} is a {type(state_dict).__name__}, not a state dict")
     with torch.device("meta"):

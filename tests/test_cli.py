@@ -1,6 +1,7 @@
 """End to end through the command line: certify, aggregate, resume after SIGKILL, and one-line user errors."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from densepure.unet import UNetModel
 from densepure.votes import VotesStore
 
 SIGMA, N0, N, K, B, ALPHA = 0.5, 5, 40, 3, 2, 0.01
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +125,12 @@ def test_sigkill_and_resume_gives_identical_outputs(models, tmp_path):
         ({"--diffusion-ckpt": "missing.pt"}, "missing.pt"),
         ({"--classifier-ckpt": "missing-cnn.pt"}, "missing-cnn.pt"),
         ({"--diffusion": "improved-cifar10"}, "does not match"),
-        ({"--sigma": "0"}, "--sigma: must be > 0"),
+        ({"--sigma": "0"}, "--sigma: must be a finite number > 0"),
         ({"--N0": "0"}, "--N0: must be >= 1"),
         ({"--N": "-3"}, "--N: must be >= 1"),
         ({"--alpha": "1.5"}, "--alpha: must be in (0, 1)"),
         ({"--ids": "0,5000"}, "image id 5000 is out of range"),
-        ({"--dataset": "cifar10", "--data-root": "nowhere"}, "nowhere"),
+        ({"--dataset": "cifar10", "--classifier": "wrn-28-10", "--data-root": "nowhere"}, "nowhere"),
     ],
 )
 def test_user_errors_are_one_line(models, tmp_path, overrides, message):
@@ -166,3 +168,186 @@ def test_votes_of_other_weights_under_the_same_names_are_refused(models, tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "checkpoints.diffusion" in result.stderr and recorded["diffusion"] in result.stderr
     assert VotesStore.open(tmp_path / "votes").stored_ids() == [0]
+
+
+# --- one line, never a traceback, for what a hostile user types (issue: each with a test) ------------------------
+
+
+def cli_error(args: list[str], capsys) -> str:
+    """Run ``densepure ARGS`` in this process; assert exit status 2 and an error of one line (after any progress
+    lines), without a traceback. Returns that line."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert code == 2, err
+    assert "Traceback" not in err and [line for line in lines if line.startswith("densepure")] == lines[-1:], err
+    assert re.match(r"densepure( \w+)?: error: ", lines[-1]), err
+    return lines[-1]
+
+
+@pytest.fixture
+def junk(tmp_path) -> dict[str, Path]:
+    """Files a user may pass by mistake: garbage, empty, a truncated checkpoint, a plain file where a folder goes."""
+    paths = {name: tmp_path / name for name in ("garbage.pt", "empty.pt", "truncated.pt", "file")}
+    paths["garbage.pt"].write_text("garbage\n")
+    paths["empty.pt"].write_bytes(b"")
+    paths["file"].write_text("x\n")
+    paths["binary"] = tmp_path / "binary"
+    paths["binary"].write_bytes(bytes(range(256)) * 4)
+    return paths
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"--diffusion-ckpt": "garbage.pt"}, "cannot read checkpoint {tmp}/garbage.pt: not a PyTorch weights file"),
+    ({"--diffusion-ckpt": "empty.pt"}, "checkpoint {tmp}/empty.pt is empty"),
+    ({"--diffusion-ckpt": "truncated.pt"}, "cannot read checkpoint {tmp}/truncated.pt: not a PyTorch weights file, or "
+                                           "truncated"),
+    ({"--diffusion": "improved-cifar10", "--diffusion-ckpt": "garbage.pt", "--dataset": "cifar10"},
+     "classifier 'digits-cnn' is for digits, not cifar10"),
+    ({"--device": "foo"}, "--device 'foo': expected auto, cpu, cuda or cuda:N"),
+    ({"--device": "cpu:5"}, "--device 'cpu:5': expected auto, cpu, cuda or cuda:N"),
+    ({"--votes-dir": "file"}, "--votes-dir {tmp}/file is a file; expected a folder"),
+    ({"--votes-dir": "file/votes"}, "--votes-dir {tmp}/file/votes: {tmp}/file is a file, not a folder"),
+    ({"--out": "."}, "--out {tmp} is a folder; expected a file"),
+    ({"--out": "file/r.tsv"}, "--out {tmp}/file/r.tsv: {tmp}/file is a file, not a folder"),
+    ({"--classifier": "beit-large-512"}, "classifier 'beit-large-512' is for imagenet, not digits"),
+    ({"--classifier": "wrn-28-10"}, "classifier 'wrn-28-10' is for cifar10, not digits"),
+    ({"--N": "1000000000000"}, "--N0 + --N = 1000000000005 exceeds 4294967296, the indices one 32-bit word of the "
+                               "noise counter holds"),
+    ({"--N": "1e5"}, "argument --N: expected an integer, got '1e5'"),
+    ({"--seed": "4294967296"}, "--seed must be an integer in 0..4294967295"),
+    ({"--seed": "-1"}, "--seed must be an integer in 0..4294967295"),
+    ({"--sigma": "inf"}, "argument --sigma: must be a finite number > 0, got inf"),
+    ({"--sigma": "nan"}, "argument --sigma: must be a finite number > 0, got nan"),
+    ({"--sigma": "0.01", "--b": "10"}, "sigma 0.01, b 10: t* = 7.12169 on the cosine schedule with T = 1000: the "
+                                       "visited timesteps repeat (6, 4, 1)"),
+    ({"--b": "500"}, "sigma 0.5, b 500: t* = 496.05 on the cosine schedule"),
+    ({"--sigma": "1000", "--method": "onestep"}, "sigma 1000, b 1: t* = 999.679 on the cosine schedule with T = 1000 "
+                                                 "is beyond the schedule's last timestep 999"),
+    ({"--ids": "5:1"}, "'5:1' holds no image ids"),
+    ({"--ids": "0:1000000000000"}, "'0:1000000000000' holds 1000000000000 ids; at most 597 are possible here"),
+    ({"--K": "10000000000"}, "--K = 10000000000 exceeds 4294967296, the indices one 32-bit word of the noise counter"),
+    ({"--dataset": "mnist"}, "unknown dataset 'mnist' (known: digits, cifar10, imagenet)"),
+    ({"--threads": "100000"}, "--threads 100000: this machine has"),
+])
+def test_certify_mistakes_are_one_line(models, junk, tmp_path, capsys, overrides, message):
+    junk["truncated.pt"].write_bytes(models["unet"].read_bytes()[:5000])
+    paths = {"--diffusion-ckpt", "--votes-dir", "--out"}
+    overrides = {k: tmp_path / v if k in paths else v for k, v in overrides.items()}
+    err = cli_error(certify_args(models, tmp_path, **overrides), capsys)
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert not (tmp_path / "votes").exists()  # refused before any work
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_out_is_refused_before_any_work(models, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    err = cli_error(certify_args(models, tmp_path, **{"--out": locked / "r.tsv"}), capsys)
+    assert f"--out {locked}/r.tsv: {locked} is not writable" in err
+
+
+@pytest.mark.parametrize("out, message", [
+    ("K{x}.tsv", "--out must contain {K} and no other placeholder"),
+    ("K{K}-{x}.tsv", "--out must contain {K} and no other placeholder"),
+    ("K{K}{}.tsv", "--out must contain {K} and no other placeholder"),
+    ("K{K.real}.tsv", "--out must contain {K} and no other placeholder"),
+    ("K{K}}.tsv", "--out must contain {K} and no other placeholder"),
+    ("K.tsv", "--out must contain {K} and no other placeholder"),
+    ("file/K{K}.tsv", "--out {tmp}/file/K1.tsv: {tmp}/file is a file, not a folder"),
+])
+def test_aggregate_out_mistakes_are_one_line(tmp_path, junk, capsys, out, message):
+    err = cli_error(["aggregate", "--votes-dir", tmp_path / "votes", "--K", "1", "--out", tmp_path / out], capsys)
+    assert message.replace("{tmp}", str(tmp_path)) in err
+
+
+@pytest.fixture
+def tiny_store(tmp_path) -> Path:
+    """A votes store of images 0 and 1 with made-up votes: what aggregate reads, without computing anything."""
+    from densepure.results import Setting
+
+    store = VotesStore(tmp_path / "votes", Setting("digits", "bundle", "digits-cnn", SIGMA, B, K, N0, N).as_dict(),
+                       num_classes=10, shape=(N0 + N, K))
+    for image in (0, 1):
+        store.write(image, np.zeros((N0 + N, K), dtype=np.uint8), label=0)
+    return store.directory
+
+
+@pytest.mark.parametrize("ids, message", [
+    ("5:1", "'5:1' holds no image ids"),
+    ("0:1000000000000", "'0:1000000000000' holds 1000000000000 ids; at most 2 are possible here"),
+    ("0,7", "image 7 has no complete votes file in"),
+])
+def test_aggregate_ids_mistakes_are_one_line(tiny_store, tmp_path, capsys, ids, message):
+    err = cli_error(["aggregate", "--votes-dir", tiny_store, "--K", "1", "--ids", ids, "--out", tmp_path / "K{K}.tsv"],
+                    capsys)
+    assert message in err
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--extract-to", "cannot extract {tmp}/out.bin: not a tar archive (plain, gzip, bzip2 or xz), or truncated"),
+    ("--lock", "--lock {tmp} is a folder; expected a file"),
+    ("--out", "--out {tmp}/file/x: {tmp}/file is a file, not a folder"),
+])
+def test_download_mistakes_are_one_line(tmp_path, junk, capsys, option, message):
+    args = {"--url": junk["file"].as_uri(), "--out": tmp_path / "out.bin", "--lock": tmp_path / "lock"}
+    args.update({"--extract-to": {"--extract-to": tmp_path / "extracted"}, "--lock": {"--lock": tmp_path},
+                 "--out": {"--out": tmp_path / "file" / "x"}}[option])
+    err = cli_error(["download", *[str(v) for kv in args.items() for v in kv]], capsys)
+    assert message.replace("{tmp}", str(tmp_path)) in err
+
+
+@pytest.mark.parametrize("error", [
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 84000000000 bytes"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+])
+def test_a_failed_allocation_is_one_line(monkeypatch, capsys, error):
+    """What a --K or --batch too large for the machine ends in (the allocation itself is not provoked: a machine
+    with enough memory would start computing)."""
+    from densepure import commands
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
+    assert cli_error(["classifiers"], capsys).startswith("densepure: error: out of memory")
+
+
+def test_other_runtime_errors_keep_their_traceback(monkeypatch):
+    """Only user mistakes and the machine's limits are one line: a bug still shows where it is."""
+    from densepure import commands
+
+    def fail(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["classifiers"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["table", "--artifact", "tableA", "--spec", "binary", "--results", "file", "--outdir", "t"],
+     "{tmp}/binary: cannot read spec ('utf-8' codec can't decode"),
+    (["table", "--artifact", "tableA", "--spec", REPO_CONFIG, "--results", "binary", "--outdir", "t"],
+     "{tmp}/binary: not a result TSV"),
+    (["table", "--artifact", "tableA", "--spec", REPO_CONFIG, "--results", "file", "--outdir", "file"],
+     "--outdir {tmp}/file is a file; expected a folder"),
+    (["figure", "--artifact", "fig3", "--spec", REPO_CONFIG, "--results", "file", "--outdir", "file/f"],
+     "--outdir {tmp}/file/f: {tmp}/file is a file, not a folder"),
+    (["compare", "--artifact", "tableA", "--reproduced", "binary", "--paper", "binary", "--out", "c.csv"],
+     "{tmp}/binary: not a CSV file"),
+    (["compare", "--artifact", "tableA", "--reproduced", "file", "--paper", "file", "--out", "."],
+     "--out {tmp} is a folder; expected a file"),
+    (["estimate", "--configfile", "binary"], "{tmp}/binary: cannot read config ('utf-8' codec can't decode"),
+    (["estimate", "--configfile", REPO_CONFIG, "--rates", "binary"], "{tmp}/binary: cannot read rates file"),
+])
+def test_report_and_estimate_mistakes_are_one_line(tmp_path, junk, capsys, args, message):
+    paths = [tmp_path / a if i and args[i - 1] in ("--spec", "--results", "--outdir", "--reproduced", "--paper",
+                                                   "--out", "--configfile", "--rates") else a
+             for i, a in enumerate(args)]
+    assert message.replace("{tmp}", str(tmp_path)) in cli_error(paths, capsys)

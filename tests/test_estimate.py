@@ -95,8 +95,8 @@ def test_one_imagenet_image_at_the_main_setting(tmp_path):
     10,100 x (400 / 87.7 + 40 / 127) s = 13.68 h. densepure shares the first step: 361 calls, 12.43 h."""
     config = {
         "shard_size": 1,
-        "datasets": {"imagenet": {"N0": 100, "N": 10000, "precision": "fp16", "diffusion": "guided",
-                                  "image_sets": {"one": "0"}}},
+        "datasets": {"imagenet": {"root": "data/imagenet/val", "N0": 100, "N": 10000, "precision": "fp16",
+                                  "diffusion": "guided", "image_sets": {"one": "0"}}},
         "diffusion_models": {"guided": {"arch": "guided-imagenet256", "file": "x.pt"}},
         "classifiers": {"beit-large-512": {"file": "y.pth"}},
         "artifacts": {"tableB": {"panels": [{
@@ -166,7 +166,14 @@ def test_rates_file_errors(tmp_path):
         est.load_rates(bad)
 
 
-def test_missing_rate_names_the_model(tmp_path):
+def test_missing_rate_names_the_model(tmp_path, monkeypatch):
+    """A registered classifier the rate table does not know (here a copy of digits-cnn under another name)."""
+    from dataclasses import replace
+
+    from densepure import classifiers
+
+    my_net = replace(classifiers.CLASSIFIERS["digits-cnn"], name="my-net")
+    monkeypatch.setitem(classifiers.CLASSIFIERS, "my-net", my_net)
     path = tiny_config(tmp_path)
     config = yaml.safe_load(path.read_text())
     config["classifiers"]["my-net"] = {"file": "my-net.pt"}

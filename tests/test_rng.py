@@ -52,3 +52,21 @@ def test_marginal_is_standard_normal():
 def test_odd_sizes_and_dtypes():
     z = rng.normal((3, 7), seed=0, image=0, stream=0, draws=torch.arange(2), dtype=torch.float16)
     assert z.shape == (2, 3, 7) and z.dtype == torch.float16
+
+
+@pytest.mark.parametrize("seed", [2**32, -1, 2**40 + 7, 1.5, True])
+def test_seeds_the_key_does_not_hold_are_refused(seed):
+    """The key word holds 32 bits: seed 2^32 would give seed 0's noise (and -1 seed 2^32 - 1's) without a word."""
+    with pytest.raises(ValueError, match="seed must be an integer in 0..4294967295"):
+        rng.normal((2,), seed, 0, rng.SMOOTHING, torch.arange(2))
+
+
+def test_image_ids_the_key_does_not_hold_are_refused():
+    with pytest.raises(ValueError, match="image id must be an integer in 0..4294967295"):
+        rng.normal((2,), 0, 2**32, rng.SMOOTHING, torch.arange(2))
+
+
+def test_largest_seed_is_its_own():
+    a = rng.normal((4,), rng.MAX_SEED, 0, rng.SMOOTHING, torch.arange(2))
+    b = rng.normal((4,), rng.MAX_SEED - 1, 0, rng.SMOOTHING, torch.arange(2))
+    assert not torch.equal(a, b)

@@ -96,3 +96,49 @@ def test_carlini_plan(dataset, sigma_key):
     assert plan.model_timesteps == [case["carlini_model_timestep_value"]]
     assert plan.scale == pytest.approx(case["carlini_sqrt_alphas_cumprod_at_t"], rel=1e-15)
     assert plan.noise_sigma == pytest.approx(case["carlini_effective_pixel_sigma"], rel=1e-14)
+
+
+# --- (sigma, b) that would be silently wrong are refused ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma, b, schedule, names", [
+    (0.01, 10, S.cosine_schedule(1000), ["sigma 0.01", "b 10", "t* = 7.12", "repeat", "at most 7"]),
+    (0.5, 500, S.cosine_schedule(1000), ["sigma 0.5", "b 500", "t* = 496.05", "repeat", "at most 496"]),
+    (0.01, 10, S.linear_schedule(1000), ["sigma 0.01", "b 10", "t* = 2 ", "repeat", "at most 2"]),
+    (1e6, 10, S.cosine_schedule(1000), ["sigma 1e+06", "b 10", "beyond the schedule's last timestep 999"]),
+    (1e6, 1, S.cosine_schedule(1000), ["sigma 1e+06", "b 1", "beyond the schedule's last timestep 999"]),
+    (0.001, 10, S.linear_schedule(1000), ["sigma 0.001", "t* = 999", "smallest noise level"]),
+    (0.001, 1, S.linear_schedule(1000), ["sigma 0.001", "t* = 999", "smallest noise level"]),
+])
+def test_silently_wrong_plans_are_refused_naming_sigma_b_and_t_star(sigma, b, schedule, names):
+    with pytest.raises(S.PlanError) as err:
+        S.make_plan(sigma, b, schedule)
+    assert all(name in str(err.value) for name in names), str(err.value)
+
+
+def test_without_the_check_those_plans_are_not_finite():
+    """What the check prevents: b > t* repeats a timestep, whose respaced beta is 0 and log variance -inf."""
+    schedule = S.cosine_schedule(1000)
+    visited = S.visited_timesteps(S.t_star(0.01, schedule), 10)
+    assert len(set(visited)) < len(visited)
+    with np.errstate(all="ignore"):
+        coef = S.step_coefficients(S.respaced_betas(visited, schedule.alpha_bar_fn()))
+    assert (coef.betas == 0).any() and not np.isfinite(coef.posterior_log_variance_clipped).all()
+
+
+@pytest.mark.parametrize("schedule", [S.cosine_schedule(1000), S.cosine_schedule(4000), S.linear_schedule(1000)])
+@pytest.mark.parametrize("sigma", [0.01, 0.12, 0.25, 0.5, 1.0])
+def test_largest_b_is_the_boundary(schedule, sigma):
+    """``largest_b`` is accepted, one more is refused (or exceeds t*): the hint in the message is exact."""
+    ts = S.t_star(sigma, schedule)
+    b = S.largest_b(ts)
+    if b >= 2:
+        S.reverse_plan(sigma, b, schedule)
+    with pytest.raises(S.PlanError):
+        S.reverse_plan(sigma, b + 1, schedule)
+
+
+@pytest.mark.parametrize("sigma", [float("inf"), float("nan"), -0.25])
+def test_non_finite_sigma_is_refused_by_name(sigma):
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        S.make_plan(sigma, 10, S.cosine_schedule(1000))

@@ -207,3 +207,9 @@ def test_cli_writes_both_files(tmp_path, capsys):
     net, schedule = load_diffusion("bundle", dif_path)
     assert schedule.T == DIFFUSION_T and net.config == digits_unet_config()
     assert sorted(p.name for p in cls_path.parent.iterdir()) == ["cnn.pt", "unet.pt"]  # no temp files left
+
+
+def test_cli_refuses_an_out_it_cannot_write_before_training(tmp_path):
+    (tmp_path / "file").write_text("x\n")
+    with pytest.raises(SystemExit, match=r"error: --out .*/file/cnn.pt: .*/file is a file, not a folder"):
+        main(["classifier", "--out", str(tmp_path / "file" / "cnn.pt")])

@@ -1,5 +1,6 @@
-"""The Snakemake workflow as Snakemake sees it: dry runs of the paper's grid and of the embedded default, config
-errors, lint and formatting, the profiles, and the aggregation step (`densepure aggregate`, alone and as a rule).
+"""The Snakemake workflow as Snakemake sees it: dry runs of the paper's grid and of the embedded default, lint and
+formatting, the profiles, and the aggregation step (`densepure aggregate`, alone and as a rule). Config errors are
+tests/test_validation.py.
 
 Every workflow run happens in a copy of the workflow under tmp_path (the Snakefile writes the effective config into
 its work folder at parse time), with the Snakemake of the running interpreter. The expected job counts are derived
@@ -330,38 +331,6 @@ def test_embedded_default_dry_run_with_the_local_profile(workdir):
     assert stats["certify"] == len(expected_certify_jobs(DEFAULT))
     assert stats["train_diffusion"] == stats["train_classifier"] == 1
     assert not any("gpu" in job.resources for job in jobs)
-
-
-# --- bad configs stop before any job ----------------------------------------------------------------------------
-
-
-def _bad(config: dict, path: str, value) -> dict:
-    config = copy.deepcopy(config)
-    *parents, last = path.split(".")
-    node = config
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    node[int(last) if isinstance(node, list) else last] = value
-    return config
-
-
-@pytest.mark.parametrize("path, value, message", [
-    ("no_such_key", 1, "'no_such_key' was unexpected"),
-    ("artifacts.table2.panels.0.sigmas", [0.25, 0.0], "artifacts.table2.panels[0].sigmas[1]: 0.0 is less than"),
-    ("artifacts.fig3.panels.0.sigmas", [-0.5], "artifacts.fig3.panels[0].sigmas[0]: -0.5 is less than"),
-    ("artifacts.tableA.panels.0.classifiers", ["digits-cnn", "resnet-9000"],
-     "artifacts.tableA.panels[0].classifiers: 'resnet-9000' is not in `classifiers`"),
-])
-@pytest.mark.slow
-def test_bad_config_stops_before_any_job(workdir, tmp_path, path, value, message):
-    config = write_config(tmp_path / "bad.yaml", _bad(DEFAULT, path, value))
-    result = snakemake(workdir, "-n", "--cores", "1", "all", "--configfile", str(config))
-    assert result.returncode == 2
-    assert message in result.stdout, result.stdout[-2000:]
-    assert "Job stats" not in result.stdout and not parse_jobs(result.stdout)
-    errors = [line for line in result.stdout.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("densepure: config error: "), result.stdout[-2000:]
-    assert "Traceback" not in result.stdout and "Failed validating" not in result.stdout
 
 
 # --- lint and formatting ----------------------------------------------------------------------------------------

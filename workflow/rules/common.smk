@@ -5,31 +5,13 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
-from snakemake.utils import validate
 
-
-def config_error(err):
-    """One line naming the bad key: a schema error's path and message, or the grid check's own message."""
-    # Snakemake's validate raises its error while handling jsonschema's ValidationError
-    cause = err.__context__
-    if not hasattr(cause, "json_path"):
-        return str(err)
-    where = cause.json_path.removeprefix("$").removeprefix(".") or "config"
-    return f"{where}: {cause.message}"
-
-
-# A bad config stops here with one line (exit status 2), before any job. Validating before importing densepure (it
-# loads torch, seconds) makes a config the schema rejects fail at once.
+# Before any job: the schema (defaults filled in), then the cross-checks; a mistake exits with one line naming the key
+# (status 2). A job that Snakemake runs on a cluster node reads this file again: its config was checked before it was
+# submitted, so it skips the cross-checks (they import torch, seconds).
 try:
-    validate(config, "../schemas/config.schema.yaml")
-    from densepure import execution, grid
-
-    grid.check_config(config)
-except (WorkflowError, ValueError) as err:
-    print(f"densepure: config error: {config_error(err)}", file=sys.stderr)
-    sys.exit(2)
+    from densepure import execution, grid, validation
 # e.g. a deployed module whose Snakemake runs in a Python without the package
 except ImportError as err:
     print(
@@ -38,6 +20,12 @@ except ImportError as err:
         file=sys.stderr,
     )
     sys.exit(2)
+
+validation.validate_workflow_config(
+    config,
+    workflow.source_path("../schemas/config.schema.yaml"),
+    cross_checks=workflow.is_main_process,
+)
 
 # Jobs inherit this process's environment (locally, and through sbatch's default --export=ALL on Slurm).
 if config["portable_cpu_numerics"]:
