@@ -163,7 +163,8 @@ def report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers,
-            "download": download, "estimate": estimate, "table": report, "figure": report, "compare": report}
+            "download": download, "estimate": estimate, "table": report, "figure": report, "compare": report,
+            "import": report, "export": report}
 
 
 def run(args: argparse.Namespace) -> int:
