@@ -69,7 +69,7 @@ def log_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> tu
     return setting, used
 
 
-def read_cohen_log(path: str | Path, warn=sys.stderr) -> pd.DataFrame:
+def read_cohen_log(path: str | Path, warn=None) -> pd.DataFrame:
     """A log in Cohen et al.'s format as a frame (text columns kept as written). A cumulative ``correct`` column
     (Carlini et al.'s ``certify.py``) is converted to per-image values with a warning on ``warn``. ValueError for a
     missing column or a ``correct`` column that is neither per image nor cumulative."""
@@ -102,11 +102,26 @@ def read_cohen_log(path: str | Path, warn=sys.stderr) -> pd.DataFrame:
                              "predict == label is {}, and the column is not a running total either".format(
                                  bool(expected[row])))
         print(f"warning: {path}: the correct column is a running total (as Carlini et al.'s certify.py writes it); "
-              "converted to one value per image", file=warn)
+              "converted to one value per image", file=warn or sys.stderr)
         df["correct"] = steps.astype(str)
     if "time" not in df.columns:
         df["time"] = str(datetime.timedelta(0))
     return df
+
+
+def check_radii(df: pd.DataFrame, setting: dict, path: Path) -> None:
+    """ValueError when a radius exceeds the largest one N estimation draws can certify at sigma: the setting given
+    for the log (N, sigma or alpha) is not the one that produced it."""
+    from .accuracy import max_certifiable_radius
+
+    r_max = max_certifiable_radius(float(setting["sigma"]), float(setting["N"]), float(setting["alpha"]))
+    radius = pd.to_numeric(df["radius"]).to_numpy(float)
+    beyond = np.flatnonzero(radius > r_max)
+    if beyond.size:
+        i = int(beyond[0])
+        raise ValueError(f"{path}: idx {df['idx'].iloc[i]} has radius {df['radius'].iloc[i]}, beyond the largest "
+                         f"radius N = {setting['N']} draws certify at sigma = {setting['sigma']} ({r_max}); give the "
+                         "log's own --sigma, --N and --alpha")
 
 
 def cohen_rows(df: pd.DataFrame, setting: dict, source: str) -> pd.DataFrame:
@@ -129,15 +144,17 @@ def write_rows(rows: pd.DataFrame, path: Path) -> Path:
 
 
 def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float] | None = None,
-                 sidecar: str | Path | None = None, log=sys.stderr) -> list[Path]:
+                 sidecar: str | Path | None = None, log=None) -> list[Path]:
     """Import each log (one ``--sigma`` for all, or one per log) into ``outdir/<log name>.tsv``."""
     if sigmas and len(sigmas) not in (1, len(logs)):
         raise ValueError(f"give one --sigma for all logs or one per log ({len(logs)}), got {len(sigmas)}")
+    log = log or sys.stderr
     written = []
     for i, path in enumerate(map(Path, logs)):
         sigma = sigmas[0] if sigmas and len(sigmas) == 1 else (sigmas[i] if sigmas else None)
-        setting, used = log_setting(path, {**given, "sigma": sigma}, sidecar)
+        setting, used = log_setting(path, {**given, **({"sigma": sigma} if sigma is not None else {})}, sidecar)
         df = read_cohen_log(path, warn=log)
+        check_radii(df, setting, path)
         out = write_rows(cohen_rows(df, setting, f"import:cohen:{path.name}"), outdir / f"{path.stem}.tsv")
         note = f" (defaults: {', '.join(f'{k}={setting[k]}' for k in used)})" if used else ""
         print(f"{path} -> {out}: {len(df)} images, {setting['dataset']}/{setting['classifier']}/{setting['method']} "
@@ -176,7 +193,7 @@ def stacked_votes(prefix: str, image_id: int, K: int) -> np.ndarray:
 
 
 def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setting: dict, K: int | None = None,
-                           log=sys.stderr) -> Path:
+                           log=None) -> Path:
     """Stack the official code's per-seed label files of every image of ``labels_log`` (a certify output of any
     seed: its idx and label columns) into a votes store in ``votes_dir``, with the setting ``setting`` (dataset,
     classifier, sigma, b, N0, N, ...; K = the seeds found, or ``K``)."""
@@ -184,6 +201,7 @@ def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setti
     from ..results import Setting
     from ..votes import VotesStore
 
+    log = log or sys.stderr
     df = read_cohen_log(labels_log, warn=log)
     ids, labels = df["idx"].astype(int).tolist(), df["label"].astype(int).tolist()
     K = K or seeds_present(prefix, ids[0])
