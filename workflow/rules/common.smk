@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, the experiment grid (densepure.grid) and output paths.
 # No experiment logic lives here: it is in the densepure package, where the tests reach it.
 
+import json
 import os
 import yaml
 from pathlib import Path
@@ -86,10 +87,34 @@ def artifact_outputs(artifact):
     """Files an artifact target builds: tables under results/, figures under paper_figures/."""
     if grid.is_table(artifact):
         outs = [f"{RESULTS}/tables/{artifact}.{ext}" for ext in ("csv", "md", "tex")]
-        if config["compare_with_paper"] and grid.has_paper_numbers(artifact):
-            outs.append(f"{RESULTS}/compare/{artifact}.csv")
-        return outs
-    return [f"{FIGURES}/{artifact}.{ext}" for ext in ("png", "pdf")]
+    else:
+        outs = [f"{FIGURES}/{artifact}.{ext}" for ext in ("png", "pdf")]
+    if config["compare_with_paper"] and grid.has_paper_numbers(artifact):
+        outs.append(f"{RESULTS}/compare/{artifact}.csv")
+    return outs
+
+
+def artifact_spec(artifact):
+    """The artifact's spec and the image sets it names, as text: a param of the report rules, so a changed spec
+    (radii, methods, mv_K, an image set) rebuilds the artifact."""
+    spec = config["artifacts"][artifact]
+    sets = {
+        panel["images"]: config["datasets"][panel["dataset"]]["image_sets"][
+            panel["images"]
+        ]
+        for panel in spec["panels"]
+    }
+    return json.dumps({"spec": spec, "image_sets": sets}, sort_keys=True)
+
+
+def paper_numbers(artifact):
+    """The published numbers of an artifact: its table's CSV, or the reference plot data (K-ablation figures)."""
+    name = (
+        f"{artifact}.csv"
+        if grid.is_table(artifact)
+        else "figure_k_ablation_refcode.csv"
+    )
+    return f"results/paper/{name}"
 
 
 def resources_for(group):
