@@ -402,12 +402,25 @@ def test_curves_figure_with_bands_and_largest_radius(results, tmp_path):
     ax = fig.axes[0]
     assert ax.get_xlabel() == "radius (L2)" and ax.get_ylabel() == "certified accuracy (%)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["σ = 0.25", "σ = 0.5", "Carlini (one-shot)", "Ours (b = 10, K = 40)",
-                      "largest certifiable radius"]
+    assert labels == ["σ = 0.25", "σ = 0.5", "Ours (b = 10, K = 40)", "Carlini (one-shot)"]
     lines = [line for line in ax.get_lines() if line.get_linestyle() in ("-", "--")]
     # the sigma 0.25 curves stop at 0.95 (the last grid radius they can reach), not at 1.5
     assert max(line.get_xdata().max() for line in lines if line.get_color() == lines[0].get_color()) == 0.95
-    assert len(ax.collections) == 3  # one 95% band per curve
+    # one 95% band per curve, drawn while the accuracy is above zero (and one step after)
+    bands = [b.get_paths()[0].vertices[:, 0].max() for b in ax.collections]
+    assert sorted(bands) == pytest.approx([0.31, 0.81, 1.5])  # last images at 0.3 (Carlini), 0.8 and 1.5
+
+
+def test_a_curve_that_ends_above_zero_gets_a_bar(tmp_path):
+    # N = 100 at sigma 0.5: nothing beyond 0.5 Phi^-1(0.001^(1/100)) = 0.75 can be certified; 2 images reach it
+    tsv = write_tsv(tmp_path / "t.tsv", [ok(0, "0.75"), ok(20, "0.75"), ok(40, "0.3"), abstain(60)], sigma=0.5, N=100)
+    spec = {"panels": [panel(sigmas=[0.5], methods=["densepure"], images=None, radii="curve", max_radius=1.0)]}
+    fig, data = report.panels_figure(report.load_results([tsv]), spec, paper=False)
+    ax = fig.axes[0]
+    assert "largest certifiable radius" in [t.get_text() for t in ax.get_legend().get_texts()]
+    bar = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert len(bar) == 1 and bar[0].get_xydata().tolist() == [[0.75, 50.0]]
+    assert data.loc[data["radius"] == 0.76, "beyond_max_radius"].tolist() == [True]
 
 
 def test_curves_figure_draws_extra_ks(tmp_path, tsvs):
@@ -455,19 +468,22 @@ def test_figures_draw_the_papers_numbers(tmp_path):
     spec = {"panels": [panel(sigmas=[0.25], images=images, radii="curve", max_radius=1.0)]}
     fig, _ = report.panels_figure(report.load_results([dp, base]), spec)
     ax = fig.axes[0]
-    points = [line for line in ax.get_lines() if line.get_marker() == "o"]
-    xy = sorted((x, y) for line in points for x, y in zip(line.get_xdata(), line.get_ydata()))
-    # Table A, sigma 0.25: Carlini 88.0 / 73.8 / 56.2 / 41.6 / 0.0? and Ours 87.6 / 76.6 / 64.6 / 50.4 / 0.0
-    assert (0.0, 87.6) in xy and (0.25, 73.8) in xy and (0.75, 50.4) in xy
-    assert "paper (500 images)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    def points(ax, marker):
+        lines = [line for line in ax.get_lines() if line.get_marker() == marker and line.get_linestyle() == "None"]
+        return sorted((float(x), float(y)) for line in lines for x, y in zip(line.get_xdata(), line.get_ydata()))
+
+    # Table A, sigma 0.25: Ours (circles) 87.6 / 76.6 / 64.6 / 50.4 / 0.0, Carlini (squares) 88.0 / 73.8 / ...
+    assert points(ax, "o") == [(0.0, 87.6), (0.25, 76.6), (0.5, 64.6), (0.75, 50.4), (1.0, 0.0)]
+    assert points(ax, "s")[:2] == [(0.0, 88.0), (0.25, 73.8)]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "paper: Ours (500 images)" in legend and "paper: Carlini" in legend
     imagenet = [write_tsv(tmp_path / f"in{k}.tsv", [ok(i, "0.3") for i in range(0, 50000, 500)], dataset="imagenet",
                           classifier="beit-large-512", sigma=0.25, K=k, N=10000) for k in (1, 40)]
     spec = {"panels": [panel(dataset="imagenet", classifiers=["beit-large"], sigmas=[0.25], Ks=[1, 40],
                              methods=["densepure"], radii=[0.0, 0.5],
                              images={"start": 0, "stop": 50000, "step": 500, "n": 100})]}
     fig, _ = report.panels_figure(report.load_results(imagenet), spec)
-    points = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o" and line.get_linestyle() == "None"]
-    xy = sorted((x, y) for line in points for x, y in zip(line.get_xdata(), line.get_ydata()))
+    xy = [(min((1, 40), key=lambda k: abs(np.log(x / k))), y) for x, y in points(fig.axes[0], "o")]  # dodged K
     assert (1, 79.0) in xy and (40, 80.0) in xy  # Figure 4 (left), r = 0: K = 1 79%, K = 40 80%
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import spec as specs
 from .accuracy import accuracy_rows, max_certifiable_radius
-from .labels import PAPER_METHOD_KEY, classifier_label, dataset_label, legend_label
+from .labels import PAPER_METHOD_KEY, classifier_label, dataset_label, legend_label, method_label
 from .layout import num
 from .tables import Reported, labels_for, panel_methods, reported
 
@@ -28,6 +28,11 @@ AXIS_RADIUS = "radius (L2)"
 AXIS_ACCURACY = "certified accuracy (%)"
 END_MARKER = {"marker": "|", "markersize": 10, "markeredgewidth": 2}
 PAPER_MARKER = {"marker": "o", "markersize": 5, "markerfacecolor": "white", "markeredgewidth": 1.3, "ls": "none"}
+
+
+def _paper_marker(method: str) -> dict:
+    """Hollow markers for the paper's numbers: circles for DensePure, squares for the other methods."""
+    return {**PAPER_MARKER, "marker": "o" if method == "densepure" else "s"}
 
 
 @contextlib.contextmanager
@@ -89,6 +94,12 @@ def _line_handles(entries):
             for lab, c, ls, marker in entries]
 
 
+def _legend_below(ax, entries) -> None:
+    """The legend under the axes in two columns, where it hides no curve."""
+    ax.legend(handles=_line_handles(entries), loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+              borderaxespad=0, frameon=False)
+
+
 def _accuracy(rep: Reported, radii: Sequence[float]) -> pd.DataFrame:
     acc = accuracy_rows(rep.rows, radii)
     meta = {k: v for k, v in rep.meta.items() if k != "n_expected"}
@@ -101,12 +112,16 @@ def _accuracy(rep: Reported, radii: Sequence[float]) -> pd.DataFrame:
 
 
 def _draw_curve(ax, acc: pd.DataFrame, colour, ls: str) -> bool:
-    """Certified accuracy vs radius with its 95% band, up to the largest certifiable radius; True when the curve
-    stops before the panel's last radius (a bar marks where)."""
+    """Certified accuracy vs radius up to the largest certifiable radius, with its 95% band while the accuracy is
+    above zero (lighter for dashed and dotted lines); True when the curve stops above zero before the panel's last
+    radius (a bar marks where)."""
     shown = acc[~acc["beyond_max_radius"].astype(bool)]
     ax.plot(shown["radius"], shown["certified_accuracy"], color=colour, ls=ls, lw=1.8)
-    ax.fill_between(shown["radius"], shown["ci_low"], shown["ci_high"], color=colour, alpha=0.12, lw=0)
-    cut = len(shown) < len(acc) and not shown.empty
+    positive = np.flatnonzero(shown["count"].to_numpy() > 0)
+    band = shown.iloc[:positive[-1] + 2] if positive.size else shown.iloc[:0]
+    ax.fill_between(band["radius"], band["ci_low"], band["ci_high"], color=colour, alpha=0.12 if ls == "-" else 0.06,
+                    lw=0)
+    cut = len(shown) < len(acc) and not shown.empty and shown["count"].iloc[-1] > 0
     if cut:
         ax.plot(shown["radius"].iloc[-1:], shown["certified_accuracy"].iloc[-1:], color=colour, ls="none",
                 **END_MARKER)
@@ -127,7 +142,8 @@ def _paper_points(paper: pd.DataFrame, meta: dict, panel: dict) -> pd.DataFrame:
     for col in ("b", "K"):
         given = paper[col].notna()
         m &= (given & (paper[col] == meta[col])) | (~given & main)
-    return paper[m].drop_duplicates(["K", "radius", "certified_accuracy"])
+    return paper[m].assign(K=paper.loc[m, "K"].fillna(meta["K"])).drop_duplicates(["K", "radius",
+                                                                                       "certified_accuracy"])
 
 
 def _load_paper():
@@ -157,7 +173,7 @@ def draw_curves(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec: di
     by_sigma = hue_keys == ["sigma"]
     colours = _hue_colours("sigma" if by_sigma else "other", [h[0] if by_sigma else h for h in hues])
     colour = {h: colours[h[0] if by_sigma else h] for h in hues}
-    parts, cut, drawn_paper, styles = [], False, False, []
+    parts, cut, drawn_paper, styles = [], False, set(), []
     for c in panel["classifiers"]:
         for s in panel["sigmas"]:
             for m in methods:
@@ -171,8 +187,8 @@ def draw_curves(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec: di
                     points = _paper_points(paper, rep.meta, panel)
                     if not points.empty:
                         ax.plot(points["radius"], points["certified_accuracy"], color=colour[hue_of[(c, s)]],
-                                **PAPER_MARKER)
-                        drawn_paper = True
+                                **_paper_marker(m))
+                        drawn_paper.add(m)
                     styles.append((m, kk, ls))
                     parts.append(acc)
 
@@ -181,23 +197,22 @@ def draw_curves(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec: di
                          for key, v in zip(hue_keys, h))
 
     entries = [(hue_label(h), colour[h], "-", None) for h in hues]
-    for m, kk, ls in dict.fromkeys(styles):
+    for m, kk, ls in sorted(dict.fromkeys(styles), key=lambda style: style[0] != "densepure"):
         text = f"Ours (b = {b}, K = {kk})" if m == "densepure" else legend_label(m, labels)
         entries.append((text, "0.25", ls, None))
-    entries += _extra_entries(cut, drawn_paper, panel)
-    ax.legend(handles=_line_handles(entries), loc="upper right")
+    entries += _extra_entries(cut, drawn_paper, panel, labels)
+    _legend_below(ax, entries)
     _finish_axes(ax, AXIS_RADIUS, float(panel.get("max_radius", 4.0)))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _extra_entries(cut: bool, drawn_paper: bool, panel: dict) -> list:
-    out = []
-    if cut:
-        out.append(("largest certifiable radius", "0.25", "none", END_MARKER))
-    if drawn_paper:
-        n = specs.expected_n(panel.get("images"))
-        out.append((f"paper ({int(n)} images)" if np.isfinite(n) else "paper", "0.25", "none",
-                    {k: v for k, v in PAPER_MARKER.items() if k != "ls"}))
+def _extra_entries(cut: bool, paper_methods: set, panel: dict, labels: dict) -> list:
+    """Legend entries for the end bar and the paper's markers (one per method drawn, DensePure first)."""
+    out = [("largest certifiable radius", "0.25", "none", END_MARKER)] if cut else []
+    n = specs.expected_n(panel.get("images"))
+    for i, m in enumerate(sorted(paper_methods, key=lambda m: m != "densepure")):
+        text = f"paper: {method_label(m, labels)}" + (f" ({int(n)} images)" if i == 0 and np.isfinite(n) else "")
+        out.append((text, "0.25", "none", {k: v for k, v in _paper_marker(m).items() if k != "ls"}))
     return out
 
 
@@ -215,7 +230,7 @@ def draw_b_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
     colours = {("onestep", 1): pal[7], ("carlini", 1): pal[5]}
     colours.update({("densepure", b): c for b, c in _hue_colours("b", bs).items()})
     spare = itertools.cycle(pal[3:7])
-    parts, cut, drawn_paper = [], False, False
+    parts, cut, drawn_paper = [], False, set()
     todo = [(m, None, None, LINESTYLES.get(m, ":")) for m in baselines]
     todo += [("densepure", b, k, "-" if k > 1 else "--") for b in bs for k in (specs.mv_K(panel, b), 1)]
     for m, b, k, ls in todo:
@@ -229,8 +244,8 @@ def draw_b_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
         cut |= _draw_curve(ax, acc, colours[key], ls)
         points = _paper_points(paper, rep.meta, panel)
         if not points.empty:
-            ax.plot(points["radius"], points["certified_accuracy"], color=colours[key], **PAPER_MARKER)
-            drawn_paper = True
+            ax.plot(points["radius"], points["certified_accuracy"], color=colours[key], **_paper_marker(m))
+            drawn_paper.add(m)
         parts.append(acc)
     entries = [(f"b = 1, {legend_label(m, labels)}", colours[(m, 1)], LINESTYLES.get(m, ":"), None)
                for m in baselines]
@@ -239,10 +254,16 @@ def draw_b_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
                  colours[("densepure", b)], "-", None) for b in bs]
     mv_text = f"K = {next(iter(mv.values()))}" if len(set(mv.values())) == 1 else "K > 1"
     entries += [(f"with MV ({mv_text})", "0.25", "-", None), ("without MV (K = 1)", "0.25", "--", None)]
-    entries += _extra_entries(cut, drawn_paper, panel)
-    ax.legend(handles=_line_handles(entries), loc="upper right")
+    entries += _extra_entries(cut, drawn_paper, panel, labels)
+    _legend_below(ax, entries)
     _finish_axes(ax, AXIS_RADIUS, float(panel.get("max_radius", 4.0)))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _dodge(i: int, n: int) -> float:
+    """Factor that sets the i-th of n radii slightly apart at each K (log axis), so their error bars do not hide
+    each other."""
+    return 1.04 ** (i - (n - 1) / 2)
 
 
 def draw_k_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec: dict | None = None,
@@ -274,17 +295,18 @@ def draw_k_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
         entries.append((f"ε = {num(r)}", pal[i], "-", {"marker": "o", "markersize": 4}))
         if parts:
             g = data[(data["method_key"] == "densepure") & (data["radius"] == r)].sort_values("K")
-            ax.errorbar(g["K"], g["certified_accuracy"], yerr=[g["certified_accuracy"] - g["ci_low"],
-                                                               g["ci_high"] - g["certified_accuracy"]],
+            ax.errorbar(g["K"] * _dodge(i, len(radii)), g["certified_accuracy"], yerr=[g["certified_accuracy"] - g["ci_low"],
+                                                                       g["ci_high"] - g["certified_accuracy"]],
                         color=pal[i], marker="o", ms=4, lw=1.8, capsize=2, elinewidth=0.8)
         for m, base in bases.items():
             ax.axhline(float(base.loc[base["radius"] == r, "certified_accuracy"].iloc[0]), color=pal[i],
                        ls=LINESTYLES.get(m, ":"), lw=1.3)
         if not points.empty:
             pr = points[np.isclose(points["radius"].astype(float), r)]
-            ax.plot(pr["K"], pr["certified_accuracy"], color=pal[i], **PAPER_MARKER)
+            ax.plot(pr["K"] * _dodge(i, len(radii)), pr["certified_accuracy"], color=pal[i],
+                    **_paper_marker("densepure"))
     entries += [(legend_label(m, labels), "0.25", LINESTYLES.get(m, ":"), None) for m in bases]
-    entries += _extra_entries(False, not points.empty, panel)
+    entries += _extra_entries(False, set() if points.empty else {"densepure"}, panel, labels)
     ax.set_xscale("log")
     ax.set_xticks(ks)
     ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -310,7 +332,7 @@ def panels_figure(results: pd.DataFrame, spec: dict, kind: str | None = None, ti
     published = _load_paper() if paper else None
     with figure_style():
         widths = [6.0 if k == "k_ablation" else 4.8 for k in kinds]
-        fig = Figure(figsize=(sum(widths), 3.9), layout="constrained")
+        fig = Figure(figsize=(sum(widths), 5.0), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)[0]
         parts = []
         for i, (ax, panel, k) in enumerate(zip(axes, panels, kinds)):

@@ -110,8 +110,9 @@ def load_results(paths: Iterable[str | Path], log=None) -> pd.DataFrame:
     dup = out.duplicated(SETTING_KEYS + ["idx"], keep=False)
     if dup.any():
         row = out[dup].iloc[0]
+        same = (out[SETTING_KEYS + ["idx"]] == row[SETTING_KEYS + ["idx"]]).all(axis=1)
         raise ValueError(f"image {row['idx']} has different results in files of setting {setting_text(row)} "
-                         f"({', '.join(sorted(set(out.loc[dup, 'source_file'])))})")
+                         f"({', '.join(sorted(set(out.loc[same, 'source_file'])))})")
     return out
 
 
