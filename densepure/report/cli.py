@@ -78,7 +78,8 @@ def add_report_commands(subparsers) -> None:
                               description="Turn foreign results into ones that tables, figures and comparisons "
                                           "accept.", epilog=EPILOG_IMPORT,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    formats = p.add_subparsers(dest="import_format", required=True, parser_class=type(p))
+    formats = p.add_subparsers(dest="import_format", required=True, parser_class=type(p),
+                               metavar="{cohen,densepure-votes}")
     c = formats.add_parser("cohen", help="per-image logs in Cohen et al.'s format (idx label predict radius correct "
                                          "[time])", epilog=EPILOG_IMPORT,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

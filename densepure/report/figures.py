@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import spec as specs
-from .accuracy import accuracy_rows, max_certifiable_radius
 from .labels import PAPER_METHOD_KEY, classifier_label, dataset_label, legend_label, method_label
 from .layout import num
-from .tables import Reported, labels_for, panel_methods, reported
+from .tables import labels_for, panel_methods, reported, setting_accuracy
 
 LINESTYLES = {"densepure": "-", "onestep": "--", "carlini": ":"}
 EXTRA_K_STYLE = "-."
@@ -100,17 +98,6 @@ def _legend_below(ax, entries) -> None:
               borderaxespad=0, frameon=False)
 
 
-def _accuracy(rep: Reported, radii: Sequence[float]) -> pd.DataFrame:
-    acc = accuracy_rows(rep.rows, radii)
-    meta = {k: v for k, v in rep.meta.items() if k != "n_expected"}
-    for j, (key, value) in enumerate(meta.items()):
-        acc.insert(j, key, value)
-    acc.insert(acc.columns.get_loc("n") + 1, "n_expected", rep.meta["n_expected"])
-    acc["max_radius"] = max_certifiable_radius(rep.meta["sigma"], rep.meta["N"], rep.meta["alpha"])
-    acc["beyond_max_radius"] = acc["radius"] > acc["max_radius"]
-    return acc
-
-
 def _draw_curve(ax, acc: pd.DataFrame, colour, ls: str) -> bool:
     """Certified accuracy vs radius up to the largest certifiable radius, with its 95% band while the accuracy is
     above zero (lighter for dashed and dotted lines); True when the curve stops above zero before the panel's last
@@ -182,7 +169,7 @@ def draw_curves(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec: di
                                    ls == "-" or m != "densepure", allow_missing)
                     if rep is None:
                         continue
-                    acc = _accuracy(rep, radii)
+                    acc = setting_accuracy(rep, radii)
                     cut |= _draw_curve(ax, acc, colour[hue_of[(c, s)]], ls)
                     points = _paper_points(paper, rep.meta, panel)
                     if not points.empty:
@@ -200,7 +187,11 @@ def draw_curves(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec: di
     for m, kk, ls in sorted(dict.fromkeys(styles), key=lambda style: style[0] != "densepure"):
         text = f"Ours (b = {b}, K = {kk})" if m == "densepure" else legend_label(m, labels)
         entries.append((text, "0.25", ls, None))
-    entries += _extra_entries(cut, drawn_paper, panel, labels)
+    return _finish_curves(ax, entries + _extra_entries(cut, drawn_paper, panel, labels), panel, parts)
+
+
+def _finish_curves(ax, entries: list, panel: dict, parts: list) -> pd.DataFrame:
+    """Legend, axes and the plotted data of a panel of curves vs radius."""
     _legend_below(ax, entries)
     _finish_axes(ax, AXIS_RADIUS, float(panel.get("max_radius", 4.0)))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -240,7 +231,7 @@ def draw_b_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
         key = (m, 1 if m != "densepure" else b)
         if key not in colours:
             colours[key] = next(spare)
-        acc = _accuracy(rep, radii)
+        acc = setting_accuracy(rep, radii)
         cut |= _draw_curve(ax, acc, colours[key], ls)
         points = _paper_points(paper, rep.meta, panel)
         if not points.empty:
@@ -254,10 +245,7 @@ def draw_b_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
                  colours[("densepure", b)], "-", None) for b in bs]
     mv_text = f"K = {next(iter(mv.values()))}" if len(set(mv.values())) == 1 else "K > 1"
     entries += [(f"with MV ({mv_text})", "0.25", "-", None), ("without MV (K = 1)", "0.25", "--", None)]
-    entries += _extra_entries(cut, drawn_paper, panel, labels)
-    _legend_below(ax, entries)
-    _finish_axes(ax, AXIS_RADIUS, float(panel.get("max_radius", 4.0)))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return _finish_curves(ax, entries + _extra_entries(cut, drawn_paper, panel, labels), panel, parts)
 
 
 def _dodge(i: int, n: int) -> float:
@@ -279,13 +267,13 @@ def draw_k_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
     radii, ks = specs.radii(panel), sorted(panel["Ks"])
     reps = [reported(results, panel, index, "densepure", classifier, sigma, b, k, labels, True, allow_missing)
             for k in ks]
-    parts = [_accuracy(rep, radii) for rep in reps if rep is not None]
+    parts = [setting_accuracy(rep, radii) for rep in reps if rep is not None]
     bases = {}
     for m in panel_methods(panel, labels):
         if m != "densepure":
             rep = reported(results, panel, index, m, classifier, sigma, None, None, labels, True, allow_missing)
             if rep is not None:
-                bases[m] = _accuracy(rep, radii)
+                bases[m] = setting_accuracy(rep, radii)
     data = pd.concat(parts + list(bases.values()), ignore_index=True) if parts or bases else pd.DataFrame()
     pal = sns.color_palette("viridis", len(radii))
     points = pd.concat([_paper_points(paper, rep.meta, panel) for rep in reps if rep is not None] or [pd.DataFrame()],

@@ -151,6 +151,8 @@ def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float
     log = log or sys.stderr
     written = []
     for i, path in enumerate(map(Path, logs)):
+        if not path.is_file():
+            raise ValueError(f"log not found: {path}")
         sigma = sigmas[0] if sigmas and len(sigmas) == 1 else (sigmas[i] if sigmas else None)
         setting, used = log_setting(path, {**given, **({"sigma": sigma} if sigma is not None else {})}, sidecar)
         df = read_cohen_log(path, warn=log)

@@ -119,21 +119,23 @@ def reported_settings(results: pd.DataFrame, spec: dict, *, extra_Ks: bool = Tru
     return out
 
 
+def setting_accuracy(rep: Reported, radii: Sequence[float]) -> pd.DataFrame:
+    """Certified accuracy of a reported setting at ``radii``: its meta, n (and the image set's n), count, accuracy
+    with the 95% interval, the written largest certifiable radius and whether each radius lies beyond it."""
+    acc = accuracy_rows(rep.rows, radii)
+    meta = {k: v for k, v in rep.meta.items() if k != "n_expected"}
+    for j, (key, value) in enumerate(meta.items()):
+        acc.insert(j, key, value)
+    acc.insert(acc.columns.get_loc("n") + 1, "n_expected", rep.meta["n_expected"])
+    acc["max_radius"] = max_certifiable_radius(rep.meta["sigma"], rep.meta["N"], rep.meta["alpha"])
+    acc["beyond_max_radius"] = acc["radius"] > acc["max_radius"]
+    return acc
+
+
 def cells_of(settings: list[Reported], radii_of, artifact: str) -> pd.DataFrame:
-    """Tidy cells: for each reported setting, its accuracy at ``radii_of(meta)`` (plus the written largest
-    certifiable radius and whether the radius lies beyond it); ``setting`` indexes ``settings``."""
-    parts = []
-    for i, rep in enumerate(settings):
-        acc = accuracy_rows(rep.rows, radii_of(rep.meta))
-        meta = {k: v for k, v in rep.meta.items() if k != "n_expected"}
-        for j, (key, value) in enumerate(meta.items()):
-            acc.insert(j, key, value)
-        acc.insert(acc.columns.get_loc("n") + 1, "n_expected", rep.meta["n_expected"])
-        r_max = max_certifiable_radius(rep.meta["sigma"], rep.meta["N"], rep.meta["alpha"])
-        acc["max_radius"] = r_max
-        acc["beyond_max_radius"] = acc["radius"] > r_max
-        acc["setting"] = i
-        parts.append(acc)
+    """Tidy cells: each reported setting's :func:`setting_accuracy` at ``radii_of(meta)``; ``setting`` indexes
+    ``settings``."""
+    parts = [setting_accuracy(rep, radii_of(rep.meta)).assign(setting=i) for i, rep in enumerate(settings)]
     if not parts:
         raise ValueError(f"no results match artifact {artifact or 'spec'}")
     cells = pd.concat(parts, ignore_index=True)
