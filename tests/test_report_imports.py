@@ -81,6 +81,13 @@ def test_imported_rows_join_a_table_spec_next_to_ours(tmp_path):
     assert pair.loc[pair["radius"] == 0.5, "difference"].tolist() == [60.0]
 
 
+def test_imported_file_names():
+    from pathlib import Path
+
+    assert [imports.imported_name(Path(p)) for p in ("a/sigma_0.25", "noise_0.50.tsv", "log.txt", "x.y.log")] == [
+        "sigma_0.25.tsv", "noise_0.50.tsv", "log.tsv", "x.y.tsv"]
+
+
 def test_carlini_running_total_is_detected_and_converted(tmp_path, capsys):
     log = cohen_log(tmp_path / "carlini.tsv", ROWS, cumulative=True)
     assert pd.read_csv(log, sep="\t")["correct"].tolist() == [1, 2, 2, 2, 3]

@@ -51,11 +51,8 @@ def log_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> tu
     """The setting of one log: ``given`` (command line) over the sidecar (``sidecar``, else ``<log>.yaml`` when it
     exists) over Cohen et al.'s defaults. Returns it and the names of the defaults used. ValueError for a missing
     required key or a method without a display label."""
-    if sidecar is None:
-        for candidate in (log.with_name(log.name + ".yaml"), log.with_suffix(".yaml")):
-            if candidate.is_file() and candidate != log:
-                sidecar = candidate
-                break
+    if sidecar is None and log.with_name(log.name + ".yaml").is_file():
+        sidecar = log.with_name(log.name + ".yaml")
     setting = {**(read_sidecar(sidecar) if sidecar else {}), **{k: v for k, v in given.items() if v is not None}}
     missing = [k for k in ("dataset", "classifier", "method", "sigma") if k not in setting]
     if missing:
@@ -143,9 +140,19 @@ def write_rows(rows: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def imported_name(log: Path) -> str:
+    """``<log name>.tsv``, without a .tsv / .txt / .log suffix of its own (Cohen et al.'s logs are named like
+    ``sigma_0.25``, whose '.25' is no suffix)."""
+    name = log.name
+    for suffix in (".tsv", ".txt", ".log"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name + ".tsv"
+
+
 def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float] | None = None,
                  sidecar: str | Path | None = None, log=None) -> list[Path]:
-    """Import each log (one ``--sigma`` for all, or one per log) into ``outdir/<log name>.tsv``."""
+    """Import each log (one ``--sigma`` for all, or one per log) into ``outdir`` (:func:`imported_name`)."""
     if sigmas and len(sigmas) not in (1, len(logs)):
         raise ValueError(f"give one --sigma for all logs or one per log ({len(logs)}), got {len(sigmas)}")
     log = log or sys.stderr
@@ -157,7 +164,7 @@ def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float
         setting, used = log_setting(path, {**given, **({"sigma": sigma} if sigma is not None else {})}, sidecar)
         df = read_cohen_log(path, warn=log)
         check_radii(df, setting, path)
-        out = write_rows(cohen_rows(df, setting, f"import:cohen:{path.name}"), outdir / f"{path.stem}.tsv")
+        out = write_rows(cohen_rows(df, setting, f"import:cohen:{path.name}"), outdir / imported_name(path))
         note = f" (defaults: {', '.join(f'{k}={setting[k]}' for k in used)})" if used else ""
         print(f"{path} -> {out}: {len(df)} images, {setting['dataset']}/{setting['classifier']}/{setting['method']} "
               f"sigma={setting['sigma']}{note}", file=log)
