@@ -25,6 +25,7 @@ EXTRA_K_STYLE = "-."
 AXIS_RADIUS = "radius (L2)"
 AXIS_ACCURACY = "certified accuracy (%)"
 END_MARKER = {"marker": "|", "markersize": 10, "markeredgewidth": 2}
+PAPER_MAIN = {"b": 10, "K": 40}  # "we set K = 40 and b = 10 except the results in ablation study" (§5)
 PAPER_MARKER = {"marker": "o", "markersize": 5, "markerfacecolor": "white", "markeredgewidth": 1.3, "ls": "none"}
 
 
@@ -117,7 +118,7 @@ def _draw_curve(ax, acc: pd.DataFrame, colour, ls: str) -> bool:
 
 def _paper_points(paper: pd.DataFrame, meta: dict, panel: dict) -> pd.DataFrame:
     """Published numbers of the setting ``meta`` on as many images as the panel: b / K must match where the paper
-    gives them; where it does not (Table 2's Ours), only the panel's main b and K."""
+    gives them; where it does not (Table 2's Ours), the paper's main setting b = 10, K = 40 (§5) is assumed."""
     if paper is None or paper.empty:
         return pd.DataFrame(columns=["K", "radius", "certified_accuracy"])
     m = ((paper["dataset"] == dataset_label(meta["dataset"]))
@@ -125,10 +126,9 @@ def _paper_points(paper: pd.DataFrame, meta: dict, panel: dict) -> pd.DataFrame:
          & (paper["method_key"] == PAPER_METHOD_KEY.get(meta["method_key"], "")))
     m &= np.isclose(paper["sigma"].astype(float).fillna(-1), meta["sigma"])
     m &= paper["n"] == meta["n_expected"]
-    main = meta["b"] == panel.get("bs", [10])[0] and meta["K"] == max(panel.get("Ks", [40]))
     for col in ("b", "K"):
         given = paper[col].notna()
-        m &= (given & (paper[col] == meta[col])) | (~given & main)
+        m &= (given & (paper[col] == meta[col])) | (~given & (meta[col] == PAPER_MAIN[col]))
     return paper[m].assign(K=paper.loc[m, "K"].fillna(meta["K"])).drop_duplicates(["K", "radius",
                                                                                        "certified_accuracy"])
 
@@ -283,9 +283,12 @@ def draw_k_ablation(ax, results: pd.DataFrame, panel: dict, index: int = 0, spec
         entries.append((f"ε = {num(r)}", pal[i], "-", {"marker": "o", "markersize": 4}))
         if parts:
             g = data[(data["method_key"] == "densepure") & (data["radius"] == r)].sort_values("K")
-            ax.errorbar(g["K"] * _dodge(i, len(radii)), g["certified_accuracy"], yerr=[g["certified_accuracy"] - g["ci_low"],
-                                                                       g["ci_high"] - g["certified_accuracy"]],
-                        color=pal[i], marker="o", ms=4, lw=1.8, capsize=2, elinewidth=0.8)
+            k = g["K"] * _dodge(i, len(radii))
+            ax.plot(k, g["certified_accuracy"], color=pal[i], marker="o", ms=4, lw=1.8)
+            up = g["count"] > 0  # error bars where something is certified (an all-zero row would only add clutter)
+            ax.errorbar(k[up], g.loc[up, "certified_accuracy"], yerr=[(g["certified_accuracy"] - g["ci_low"])[up],
+                                                                      (g["ci_high"] - g["certified_accuracy"])[up]],
+                        color=pal[i], ls="none", capsize=2, elinewidth=0.8)
         for m, base in bases.items():
             ax.axhline(float(base.loc[base["radius"] == r, "certified_accuracy"].iloc[0]), color=pal[i],
                        ls=LINESTYLES.get(m, ":"), lw=1.3)
