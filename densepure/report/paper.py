@@ -73,13 +73,12 @@ def paper_rows(path: str | Path, artifact: str | None = None, image_sets: list[d
     paper = pd.read_csv(path)
     if "table" in paper:
         paper["source"] = paper["table"]
-        label = PAPER_LABELS.get(artifact) if artifact else None
     else:
         paper["source"] = "reference plot data"
         paper["method_key"] = "densepure"
         paper["n"] = paper["n_images_inferred"].astype(float)
-        label = PAPER_LABELS.get(artifact) if artifact else None
     if artifact is not None:
+        label = PAPER_LABELS.get(artifact)
         if label is None:
             raise ValueError(f"artifact {artifact!r} has no published numbers (known: {', '.join(PAPER_LABELS)})")
         column = "table" if "table" in paper else "figure"
