@@ -329,8 +329,8 @@ def theory(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"certify": certify, "aggregate": aggregate, "classifiers": classifiers, "download": download,
-            "estimate": estimate, "table": report, "figure": report, "compare": report, "train": train,
-            "theory": theory}
+            "estimate": estimate, "table": report, "figure": report, "compare": report, "import": report,
+            "export": report, "train": train, "theory": theory}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -249,7 +249,8 @@ def setting_by_name(config: dict, name: str) -> Setting:
 
 # --- what the workflow needs besides the grid -----------------------------------------------------------------
 
-PAPER_NUMBERS = {"table1", "table2", "tableA", "tableB"}
+# tables and the K-ablation figures (the reference code's plot data, results/paper/figure_k_ablation_refcode.csv)
+PAPER_NUMBERS = {"table1", "table2", "tableA", "tableB", "fig4_left", "figA", "figB", "figG"}
 
 
 def is_table(artifact: str) -> bool:

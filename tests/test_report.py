@@ -1,4 +1,4 @@
-"""Report layer: tables, intervals, paper comparison, figures and CLI on small hand-made TSVs (offline, fast).
+"""Report layer: loading, accuracy, tables, paired differences, layout, figures and CLI on small hand-made TSVs.
 
 Every expected number below is computed by hand from the rows written in the test."""
 
@@ -16,34 +16,10 @@ import yaml  # noqa: E402
 from scipy.stats import binom  # noqa: E402
 
 from densepure import report  # noqa: E402
-from densepure.smoothing import format_radius  # noqa: E402
+from densepure.smoothing import certified_accuracy, format_radius  # noqa: E402
+from report_helpers import abstain, cell, hopeless, ok, panel, wrong, write_tsv  # noqa: E402
 
-HEADER = "idx label predict radius correct time dataset classifier method sigma b K N0 N alpha precision".split()
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_tsv(path: Path, rows, dataset="cifar10", classifier="vit-b16-cifar10", method="densepure", sigma=0.25,
-              b=10, K=40, N=100000, precision="fp32") -> Path:
-    """rows: (idx, label, predict, radius text, correct)."""
-    lines = ["\t".join(HEADER)]
-    for idx, label, pred, radius, correct in rows:
-        lines.append("\t".join(map(str, [idx, label, pred, radius, correct, "0:00:01", dataset, classifier, method,
-                                         sigma, b, K, 100, N, 0.001, precision])))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def ok(idx, radius, label=3):
-    return (idx, label, label, radius, 1)
-
-
-def wrong(idx, radius, label=3):
-    return (idx, label, (label + 1) % 10, radius, 0)
-
-
-def abstain(idx, label=3):
-    return (idx, label, -1, "0.0", 0)
-
 
 # sigma 0.25: correct at 0.8 (written from 0.7996), 0.5, 0.3; one abstention; one wrong with a large radius.
 ROWS_S025 = [ok(0, format_radius(0.7996)), ok(20, "0.5"), ok(40, "0.3"), abstain(60), wrong(80, "0.9")]
@@ -69,22 +45,6 @@ def results(tsvs):
     return report.load_results(tsvs)
 
 
-def panel(**kw):
-    base = {"dataset": "cifar10", "classifiers": ["vit-b16"], "sigmas": [0.25, 0.5], "bs": [10], "Ks": [40],
-            "methods": ["densepure", "onestep"], "images": {"start": 0, "stop": 100, "step": 20, "n": 5},
-            "radii": [0.0, 0.25, 0.5, 0.75, 1.0]}
-    base.update(kw)
-    return base
-
-
-def cell(cells, **keys):
-    m = np.ones(len(cells), dtype=bool)
-    for k, v in keys.items():
-        m &= np.isclose(cells[k].astype(float), v) if isinstance(v, float) else (cells[k] == v).to_numpy()
-    assert m.sum() == 1, f"{m.sum()} cells match {keys}"
-    return cells[m].iloc[0]
-
-
 # --- loading -------------------------------------------------------------------------------------------------------
 def test_load_results_concatenates_and_keys_methods(tmp_path, tsvs):
     extra = [write_tsv(tmp_path / "b1.tsv", ROWS_BASE, sigma=0.5, b=1, K=1),
@@ -97,6 +57,7 @@ def test_load_results_concatenates_and_keys_methods(tmp_path, tsvs):
     assert keys == {("densepure", 0.25, 10): "densepure", ("densepure", 0.5, 10): "densepure",
                     ("densepure", 0.5, 1): "onestep", ("onestep", 0.25, 1): "onestep",
                     ("carlini", 1.0, 1): "carlini"}
+    assert set(df["source"]) == {"densepure"}
 
 
 def test_load_results_errors(tmp_path, tsvs):
@@ -115,6 +76,43 @@ def test_load_results_errors(tmp_path, tsvs):
     changed = write_tsv(tmp_path / "changed.tsv", [ok(0, "0.9")], sigma=0.25)
     with pytest.raises(ValueError, match="image 0 has different results"):
         report.load_results([tsvs[0], changed])
+    # a Cohen-format log is pointed at `densepure import`
+    (tmp_path / "cohen.tsv").write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.5\t1\t0:00:01\n")
+    with pytest.raises(ValueError, match="missing column.*densepure import cohen"):
+        report.load_results([tmp_path / "cohen.tsv"])
+
+
+def test_results_directories_are_searched_recursively(tmp_path, tsvs, capsys):
+    import sys
+
+    nested = tmp_path / "runs" / "a" / "b"
+    nested.mkdir(parents=True)
+    write_tsv(nested / "deep.tsv", ROWS_S05, sigma=1.0)
+    files = report.result_files([tsvs[0].parent, tmp_path / "runs"], log=sys.stderr)
+    assert [f.name for f in files] == ["dp_025.tsv", "dp_05.tsv", "os_025.tsv", "deep.tsv"]
+    assert "runs: 1 result file(s)" in capsys.readouterr().err
+    other = tmp_path / "logs"
+    (other / "x").mkdir(parents=True)
+    (other / "x" / "noise_0.25.txt").write_text("idx\tlabel\n")
+    with pytest.raises(ValueError, match=r"no \*.tsv result files under .*logs \(searched 2 folder\(s\); other "
+                                         r"files: x/noise_0.25.txt\).*densepure import"):
+        report.load_results([other])
+
+
+def test_vote_columns_and_hopeless_rows(tmp_path):
+    # the columns nA n stop may follow the setting; a hopeless row has an empty predict and radius
+    rows = [ok(0, "0.5"), hopeless(1), abstain(2), wrong(3, "0.2")]
+    votes = [(95, 100, "complete"), ("", 0, "hopeless"), (40, 60, "abstain"), (90, 100, "complete")]
+    df = report.load_results([write_tsv(tmp_path / "v.tsv", rows, votes=votes)])
+    assert df["predict"].isna().tolist() == [False, True, False, False]
+    assert np.isnan(df.loc[1, "radius"]) and df.loc[1, "radius_text"] == ""
+    assert df["nA"].tolist()[:1] == [95] and df["stop"].tolist() == ["complete", "hopeless", "abstain", "complete"]
+    t = report.certified_accuracy_table(df, [0.0, 0.5])
+    assert t["count"].tolist() == [1, 1] and t["n"].tolist() == [4, 4]  # the hopeless image counts nowhere
+    bad = tmp_path / "bad.tsv"
+    write_tsv(bad, [(1, 3, "", "", 1)], votes=[("", 0, "hopeless")])
+    with pytest.raises(ValueError, match="image 1 has correct = 1 but no radius"):
+        report.load_results([bad])
 
 
 # --- certified accuracy and intervals ------------------------------------------------------------------------------
@@ -125,7 +123,6 @@ def test_certified_accuracy_table_by_hand(results):
     assert dp["n"].tolist() == [5] * 6
     assert dp["count"].tolist() == [3, 3, 2, 1, 0, 0]
     assert dp["certified_accuracy"].tolist() == pytest.approx([60, 60, 40, 20, 0, 0])
-    assert set(t["method_label"]) == {"Ours", "Carlini"}
     base = t[t["method_key"] == "onestep"].set_index("radius")["certified_accuracy"]
     assert base.tolist() == pytest.approx([100, 100, 0, 0, 0, 0])
 
@@ -138,30 +135,40 @@ def test_threshold_uses_three_significant_digits(tmp_path):
         assert t["count"].tolist() == [1]
 
 
-def test_clopper_pearson_closed_forms():
-    # k = 0: [0, 1 - 0.025**(1/n)]; k = n: [0.025**(1/n), 1]
-    lo, hi = report.clopper_pearson([0, 5], [5, 5])
-    assert lo[0] == 0 and hi[0] == pytest.approx(1 - 0.025 ** (1 / 5))
-    assert lo[1] == pytest.approx(0.025 ** (1 / 5)) and hi[1] == 1
-    # k = 3, n = 5: the bounds are the p where P(X >= 3 | p) = 0.025 and P(X <= 3 | p) = 0.025
-    lo, hi = report.clopper_pearson(3, 5)
-    assert binom.sf(2, 5, float(lo)) == pytest.approx(0.025) and binom.cdf(3, 5, float(hi)) == pytest.approx(0.025)
-    assert 0.14 < lo < 0.15 and 0.94 < hi < 0.95
+def test_certified_at_is_the_reference_rule(results):
+    """Per-image flags agree with densepure.smoothing.certified_accuracy (the one definition of the rule)."""
+    for _, rows in results.groupby(["sigma", "method"]):
+        flags = report.certified_at(rows, [0.0, 0.3, 0.5, 0.8, 1.2])
+        correct = (rows["correct"] == 1) & (rows["predict"] != -1)
+        for j, r in enumerate([0.0, 0.3, 0.5, 0.8, 1.2]):
+            assert flags[:, j].mean() == certified_accuracy(rows["radius_text"].tolist(), correct.tolist(), r)
 
 
-def test_table_cells_carry_ci(results):
-    cells = report.table_cells(results, {"panels": [panel()]}, "tableA")
+def test_max_certifiable_radius():
+    # sigma Phi^-1(alpha^(1/N)): N = 1e4 -> 3.199 sigma (0.7996 at sigma 0.25, written 0.8); N = 1e5 -> 3.811 sigma
+    assert report.max_certifiable_radius(0.25, 10_000, 0.001) == 0.8
+    assert report.max_certifiable_radius(1.0, 100_000, 0.001) == 3.81
+    assert np.isnan(report.max_certifiable_radius(0.25, np.nan, 0.001))
+
+
+def test_table_cells_carry_ci_and_largest_radius(results):
+    cells = report.table_cells(results, {"panels": [panel()]}, "tableA", allow_missing=True).cells
     c = cell(cells, method_key="densepure", sigma=0.25, radius=0.0)
     assert (c["n"], c["count"], c["certified_accuracy"]) == (5, 3, 60.0)
     # 95% Clopper-Pearson for 3 / 5, in percent: P(X >= 3 | low) = P(X <= 3 | high) = 0.025
     assert binom.sf(2, 5, c["ci_low"] / 100) == pytest.approx(0.025)
     assert binom.cdf(3, 5, c["ci_high"] / 100) == pytest.approx(0.025)
     assert c["n_expected"] == 5 and c["classifier"] == "vit-b16" and c["classifier_label"] == "ViT-B/16"
+    # N = 100000, alpha 0.001: 3.811 sigma = 0.953 at sigma 0.25, so r = 1.0 lies beyond it
+    assert c["max_radius"] == 0.953
+    assert cell(cells, method_key="densepure", sigma=0.25, radius=1.0)["beyond_max_radius"]
+    assert not cell(cells, method_key="densepure", sigma=0.5, radius=1.0)["beyond_max_radius"]
 
 
 # --- artifacts -----------------------------------------------------------------------------------------------------
-def test_table_a_cells_and_diff(results):
-    cells = report.table_a(results, {"panels": [panel()]})
+def test_table_a_cells_and_paired_difference(results):
+    table = report.table_artifact(results, {"panels": [panel()]}, "tableA", allow_missing=True)
+    cells = table.cells
     # hand values: sigma 0.25 Ours 60/60/40/20/0, sigma 0.5 Ours 80/40/40/40/40, Carlini (sigma 0.25) 100/100/0/0/0
     ours = cells[cells["method_key"] == "densepure"]
     assert ours[np.isclose(ours["sigma"], 0.25)]["certified_accuracy"].tolist() == [60, 60, 40, 20, 0]
@@ -169,9 +176,41 @@ def test_table_a_cells_and_diff(results):
     carlini = cells[cells["method_key"] == "onestep"]
     assert carlini["certified_accuracy"].tolist() == [100, 100, 0, 0, 0] and set(carlini["method_label"]) == {"Carlini"}
     assert set(carlini["b"]) == {1} and set(carlini["K"]) == {1} and set(carlini["source_method"]) == {"onestep"}
-    assert cell(cells, method_key="densepure", sigma=0.25, radius=0.0)["diff_vs_carlini"] == -40
-    assert cell(cells, method_key="densepure", sigma=0.25, radius=0.5)["diff_vs_carlini"] == 40
+    # r = 0: Ours certifies ids 0, 20, 40, Carlini all five: 3 both, 2 Carlini only -> -40, McNemar 2 (1/2)^2 = 0.5
+    c0 = cell(cells, method_key="densepure", sigma=0.25, radius=0.0)
+    assert c0["diff_vs_carlini"] == -40 and c0["mcnemar_p"] == 0.5
+    diff, low, high = report.newcombe_paired(3, 0, 2, 0)
+    assert (c0["diff_low"], c0["diff_high"]) == pytest.approx((100 * low, 100 * high))
+    c5 = cell(cells, method_key="densepure", sigma=0.25, radius=0.5)
+    assert c5["diff_vs_carlini"] == 40 and c5["mcnemar_p"] == 0.5  # ids 0, 20 only Ours; Carlini none
     assert np.isnan(cell(cells, method_key="densepure", sigma=0.5, radius=0.5)["diff_vs_carlini"])  # no baseline
+    paired = table.paired
+    assert len(paired) == 5 and set(paired["pair"]) == {"default"}
+    p0 = paired[paired["radius"] == 0.0].iloc[0]
+    assert (p0["both"], p0["first_only"], p0["second_only"], p0["neither"], p0["n"]) == (3, 0, 2, 0, 5)
+    assert (p0["method_label_first"], p0["method_label_second"]) == ("Ours", "Carlini")
+
+
+def test_spec_pairs_any_two_settings(tmp_path, tsvs):
+    k10 = write_tsv(tmp_path / "k10.tsv", [ok(i, "0.6") for i in (0, 20, 40, 60, 80)], sigma=0.25, K=10)
+    df = report.load_results(tsvs + [k10])
+    spec = {"pairs": [[{"method": "densepure", "K": 40}, {"method": "densepure", "K": 10}]],
+            "panels": [panel(sigmas=[0.25], Ks=[40, 10], radii=[0.0, 0.5])]}
+    paired = report.table_artifact(df, spec, "tableX").paired
+    mine = paired[paired["pair"] == "spec0"]
+    # K = 40 certifies ids 0, 20, 40 at r = 0 and 0, 20 at 0.5; K = 10 all five at both
+    assert mine[["K_first", "K_second"]].drop_duplicates().values.tolist() == [[40, 10]]
+    assert mine["difference"].tolist() == [-40, -60]
+    assert mine["second_only"].tolist() == [2, 3]
+    with pytest.raises(ValueError, match="each side of a pair needs a `method`"):
+        report.table_artifact(df, {**spec, "pairs": [[{"K": 40}, {"method": "densepure"}]]}, "tableX")
+
+
+def test_pairs_use_only_shared_images(tmp_path, tsvs):
+    base = write_tsv(tmp_path / "os.tsv", [ok(i, "0.3") for i in (0, 20)], method="onestep", b=1, K=1)
+    df = report.load_results(tsvs[:2] + [base])
+    p = report.table_artifact(df, {"panels": [panel(sigmas=[0.25], radii=[0.0])]}, "t").paired.iloc[0]
+    assert (p["n"], p["unpaired"], p["both"]) == (2, 3, 2)
 
 
 def test_image_subset_and_baseline_methods(tmp_path, tsvs):
@@ -181,7 +220,7 @@ def test_image_subset_and_baseline_methods(tmp_path, tsvs):
     df = report.load_results(tsvs + [car, b1])
     spec = {"panels": [panel(sigmas=[0.25], images={"ids": [0, 40, 60]}, radii=[0.0, 0.5],
                              methods=["densepure", "onestep", "carlini"])]}
-    cells = report.table_cells(df, spec)
+    cells = report.table_cells(df, spec).cells
     assert cells["method_key"].unique().tolist() == ["onestep", "carlini", "densepure"]  # baselines first
     # ids 0, 40, 60 of sigma 0.25: correct at 0.8 and 0.3, then an abstention -> 2/3 at r = 0, 1/3 at r = 0.5
     ours = cells[cells["method_key"] == "densepure"]
@@ -192,7 +231,7 @@ def test_image_subset_and_baseline_methods(tmp_path, tsvs):
     own = cells[cells["method_key"] == "carlini"]
     assert own["certified_accuracy"].tolist() == [0, 0] and set(own["method_label"]) == {"Carlini (own code)"}
     # without the onestep run, densepure with b = 1 stands for it
-    cells = report.table_cells(report.load_results(tsvs[:2] + [b1]), spec)
+    cells = report.table_cells(report.load_results(tsvs[:2] + [b1]), spec, allow_missing=True).cells
     onestep = cells[cells["method_key"] == "onestep"]
     assert onestep["certified_accuracy"].tolist() == [100, 100] and set(onestep["source_method"]) == {"densepure"}
 
@@ -200,14 +239,38 @@ def test_image_subset_and_baseline_methods(tmp_path, tsvs):
 def test_ambiguous_runs_raise(tmp_path, tsvs):
     other = write_tsv(tmp_path / "fp16.tsv", ROWS_S025, sigma=0.25, precision="fp16")
     with pytest.raises(ValueError, match="differ in precision"):
-        report.table_cells(report.load_results(tsvs + [other]), {"panels": [panel()]})
+        report.table_cells(report.load_results(tsvs + [other]), {"panels": [panel(sigmas=[0.25])]})
 
 
-def test_no_matching_results_raise(results):
-    with pytest.raises(ValueError, match="no results match"):
-        report.table_cells(results, {"panels": [panel(dataset="imagenet", classifiers=["beit-large"])]})
+def test_a_setting_without_results_is_an_error_naming_it(results, capsys):
+    # the spec asks for Carlini at sigma 0.5, which has no results: never a silent skip
+    with pytest.raises(ValueError, match=r"no results for cifar10/vit-b16/onestep sigma=0.5 on 5 images"):
+        report.table_cells(results, {"panels": [panel()]})
+    cells = report.table_cells(results, {"panels": [panel()]}, allow_missing=True).cells
+    assert "warning: no results for cifar10/vit-b16/onestep sigma=0.5" in capsys.readouterr().err
+    assert len(cells) == 15
+    with pytest.raises(ValueError, match="no results for cifar10/beit-large/densepure sigma=0.25 b=10 K=40"):
+        report.table_cells(results, {"panels": [panel(classifiers=["beit-large"], methods=["densepure"])]})
     with pytest.raises(ValueError, match="no panels"):
         report.table_cells(results, {})
+
+
+def test_imported_methods_with_a_label_are_rows(tmp_path, tsvs):
+    cohen = write_tsv(tmp_path / "cohen.tsv", [ok(i, "0.6") for i in (0, 20, 40, 60, 80)], method="cohen", b=1,
+                      K=1, classifier="vit-b16", extra={"method_label": "RS (Cohen et al.)", "source": "import"})
+    df = report.load_results(tsvs + [cohen])
+    spec = {"panels": [panel(sigmas=[0.25], methods=["densepure", "cohen", "onestep"], radii=[0.0, 0.5])]}
+    cells = report.table_cells(df, spec).cells
+    assert cells["method_label"].unique().tolist() == ["Carlini", "RS (Cohen et al.)", "Ours"]
+    assert cell(cells, method_key="cohen", radius=0.5)["certified_accuracy"] == 100
+    # a method without a label anywhere is refused by name; a spec can label it
+    plain = write_tsv(tmp_path / "plain.tsv", [ok(0, "0.6")], method="macer", b=1, K=1)
+    df = report.load_results(tsvs + [plain])
+    spec = {"panels": [panel(sigmas=[0.25], methods=["macer"], images=None, radii=[0.0])]}
+    with pytest.raises(ValueError, match="method 'macer' has no display label"):
+        report.table_cells(df, spec)
+    spec["method_labels"] = {"macer": "MACER"}
+    assert report.table_cells(df, spec).cells["method_label"].tolist() == ["MACER"]
 
 
 def test_table1_max_over_sigma_with_matching_clean(results, tmp_path):
@@ -220,7 +283,7 @@ def test_table1_max_over_sigma_with_matching_clean(results, tmp_path):
         "radius": [0.25, 0.25, 0.5, 0.25], "certified_accuracy": [61.0, 60.0, 49.0, 76.6],
         "clean_accuracy": [75.0, np.nan, 67.0, 87.6]}).to_csv(paper, index=False)
     spec = {"panels": [panel(radii=[0.25, 0.5, 0.75, 1.0])]}
-    cells = report.table1(results, spec, paper_csv=paper)
+    cells = report.table1(results, spec, paper_csv=paper, allow_missing=True).cells
     ours = cells[(cells["method_key"] == "densepure")].set_index("radius")
     # r = 0.25: 60 (sigma 0.25, clean 60) beats 40; r = 0.5: tie 40 / 40 -> higher clean: sigma 0.5 (80);
     # r = 0.75: 40 (sigma 0.5) beats 20; r = 1.0: 40 (sigma 0.5) beats 0
@@ -236,8 +299,16 @@ def test_table1_max_over_sigma_with_matching_clean(results, tmp_path):
     assert cells["method_key"].tolist()[:2] == ["rs", "lee"]  # quoted rows first, as in the paper
 
 
+def test_table1_pairs_the_best_sigma_cells(results):
+    table = report.table_artifact(results, {"panels": [panel(radii=[0.25, 0.5])]}, "table1", allow_missing=True)
+    c = cell(table.cells[table.cells["reproduced"].astype(bool)], method_key="densepure", radius=0.5)
+    # Ours at r = 0.5 comes from sigma 0.5 (ids 0 and 20, radii 1.5 and 1.2) and Carlini (sigma 0.25, all at 0.3)
+    # certifies none there: 2 Ours-only images of 5 -> +40
+    assert c["sigma_matched"] == 0.5 and c["diff_vs_carlini"] == 40
+
+
 def test_table1_default_paper_csv_quotes_baselines(results):
-    cells = report.table1(results, {"panels": [panel(radii=[0.25])]})
+    cells = report.table1(results, {"panels": [panel(radii=[0.25])]}, allow_missing=True).cells
     rs = cells[(cells["method_key"] == "rs") & (cells["radius"] == 0.25)]
     assert rs["certified_accuracy"].tolist() == [61.0] and rs["clean_accuracy"].tolist() == [75.0]
     assert not {"densepure", "carlini", "onestep"} & set(cells.loc[~cells["reproduced"].astype(bool), "method_key"])
@@ -246,28 +317,38 @@ def test_table1_default_paper_csv_quotes_baselines(results):
 def test_table2_extra_ks(tmp_path, tsvs):
     k20 = write_tsv(tmp_path / "k20.tsv", [ok(i, "0.1") for i in (0, 20, 40, 60, 80)], sigma=0.25, K=20)
     df = report.load_results(tsvs + [k20])
-    cells = report.table2(df, {"panels": [panel(sigmas=[0.25], extra_Ks=[20], radii=[0.0, 0.25])]})
+    cells = report.table2(df, {"panels": [panel(sigmas=[0.25], extra_Ks=[20], radii=[0.0, 0.25])]}).cells
     ours = cells[cells["method_key"] == "densepure"]
     assert ours.groupby("K")["certified_accuracy"].apply(list).to_dict() == {20: [100, 0], 40: [60, 60]}
+    assert ours.groupby("K")["main"].first().to_dict() == {20: False, 40: True}
 
 
 # --- writers -------------------------------------------------------------------------------------------------------
 def test_write_table_layouts(results, tmp_path):
-    cells = report.table_a(results, {"panels": [panel()]})
-    paths = report.write_table(cells, "tableA", tmp_path / "out")
-    assert [p.name for p in paths] == ["tableA.csv", "tableA.md", "tableA.tex", "tableA_cells.csv"]
+    spec = {"source": "App. D.3, Table A", "panels": [panel(sigmas=[0.25])]}
+    table = report.table_artifact(results, spec, "tableA")
+    paths = report.write_table(table, "tableA", tmp_path / "out")
+    assert [p.name for p in paths] == ["tableA.csv", "tableA.md", "tableA.tex", "tableA.html", "tableA_cells.csv",
+                                       "tableA_paired.csv"]
     wide = pd.read_csv(paths[0], dtype=str, keep_default_na=False)
-    assert list(wide.columns) == ["Method", "σ", "ε=0.0", "ε=0.25", "ε=0.5", "ε=0.75", "ε=1.0"]
-    assert wide["Method"].tolist() == ["Carlini", "Ours", "Ours"]  # baseline first; rows = method x sigma
-    assert wide.iloc[1].tolist() == ["Ours", "0.25", "60.0 (-40.0)", "60.0 (-40.0)", "40.0 (+40.0)",
-                                     "20.0 (+20.0)", "0.0 (+0.0)"]
+    assert list(wide.columns) == ["Method", "ε=0.0", "ε=0.25", "ε=0.5", "ε=0.75", "ε=1.0"]
+    assert wide["Method"].tolist() == ["Carlini", "Ours"]  # baseline first
+    # the paired difference with its interval; r = 1.0 lies beyond sigma 0.25's largest radius (0.953): dagger
+    _, low, high = report.newcombe_paired(3, 0, 2, 0)
+    assert wide.iloc[1, 1] == f"60.0 (-40.0 [{100 * low:+.1f}, {100 * high:+.1f}])"
+    assert wide.iloc[0, 5] == "0.0†" and wide.iloc[1, 5] == "0.0†"  # no difference shown where nothing can count
     md = paths[1].read_text()
-    assert "| Ours | 0.25 | 60.0 (-40.0) |" in md and "|  | 0.5 | 80.0 |" in md  # repeated method blanked
+    assert md.startswith("**tableA (App. D.3, Table A): CIFAR-10, ViT-B/16, σ = 0.25; Ours b = 10, K = 40; N0 = 100, "
+                         "N = 100000, α = 0.001; 5 images**\n")
+    assert "Newcombe" in md and "†: beyond the largest radius" in md
     tex = paths[2].read_text()
-    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"$\sigma$", r"\multicolumn{5}{c}"):
+    for token in (r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn{5}{c}", r"$^\dagger$"):
         assert token in tex
-    back = pd.read_csv(paths[3])
-    assert len(back) == len(cells) and {"n", "ci_low", "ci_high"} <= set(back.columns)
+    assert "<table>" in paths[3].read_text() and "CIFAR-10, ViT-B/16" in paths[3].read_text()
+    back = pd.read_csv(paths[4])
+    assert len(back) == len(table.cells) and {"n", "ci_low", "ci_high", "max_radius"} <= set(back.columns)
+    paired = pd.read_csv(paths[5])
+    assert paired["mcnemar_p"].tolist()[0] == 0.5
 
 
 def test_write_table1_groups_columns_by_dataset(results, tmp_path):
@@ -277,73 +358,14 @@ def test_write_table1_groups_columns_by_dataset(results, tmp_path):
                   "radius": [0.25, 3.0], "certified_accuracy": [61.0, 12.0], "clean_accuracy": [75.0, 44.0]}
                  ).to_csv(paper, index=False)
     spec = {"panels": [panel(radii=[0.25, 0.5]), panel(dataset="imagenet", radii=[3.0])]}
-    cells = report.table1(results, spec, paper_csv=paper)  # no ImageNet results: ImageNet cells quoted only
-    paths = report.write_table(cells, "table1", tmp_path)
+    # no ImageNet results: ImageNet cells quoted only (with --allow-missing's warnings)
+    table = report.table_artifact(results, spec, "table1", paper_csv=paper, allow_missing=True)
+    paths = report.write_table(table, "table1", tmp_path)
     wide = pd.read_csv(paths[0], dtype=str, keep_default_na=False)
     assert list(wide.columns) == ["Method", "Off-the-shelf", "CIFAR-10 ε=0.25", "CIFAR-10 ε=0.5", "ImageNet ε=3.0"]
     assert wide.iloc[0].tolist() == ["RS (Cohen et al., 2019)", "no", "(75.0) 61.0", "-", "(44.0) 12.0"]
-    assert wide.iloc[2].tolist() == ["Ours", "yes", "(60.0) 60.0", "(80.0) 40.0", "-"]
+    assert wide.iloc[2, :2].tolist() == ["Ours", "yes"] and wide.iloc[2, 2].startswith("(60.0) 60.0 (-40.0 [")
     assert r"\cmidrule(lr){3-4}" in paths[2].read_text()
-
-
-# --- paper comparison ----------------------------------------------------------------------------------------------
-def test_compare_with_paper_flags(results, tmp_path):
-    cells = report.table_a(results, {"panels": [panel()]})
-    assert set(cells["classifier"]) == {"vit-b16"}
-    paper = tmp_path / "paper_tableA.csv"
-    pd.DataFrame({
-        "table": "Table A", "dataset": "CIFAR-10", "method": ["Ours", "Ours", "Carlini", "Ours"],
-        "method_key": ["densepure", "densepure", "carlini", "densepure"], "classifier": "ViT-B/16",
-        "sigma": [0.25, 0.25, 0.25, 1.0], "b": [10, 10, 1, 10], "K": [40, 40, 1, 40], "radius": [0.0, 0.5, 0.0, 0.0],
-        "certified_accuracy": [90.0, 95.0, 100.0, 50.0]}).to_csv(paper, index=False)
-    out = report.compare_with_paper(cells, paper, artifact="tableA")
-    assert len(out) == 4
-    # Ours sigma .25 r 0: 3/5 -> CI [14.7, 94.7]: 90 inside; r 0.5: 2/5 -> CI [5.3, 85.3]: 95 outside;
-    # Carlini 5/5 -> CI [47.8, 100]: 100 inside; sigma 1.0 was not reproduced
-    assert out["outside_ci"].tolist() == [False, True, False, False]
-    assert out["status"].tolist() == ["ok", "outside_ci", "ok", "missing"]
-    assert out["reproduced_certified_accuracy"].tolist()[:3] == [60.0, 40.0, 100.0]
-    assert out["n"].tolist()[:3] == [5, 5, 5] and out["difference"].tolist()[:2] == [-30.0, -55.0]
-    assert out.loc[1, "ci_low"] == pytest.approx(5.2745, abs=1e-3)
-    # the same from the written cells CSV
-    report.write_table(cells, "tableA", tmp_path)
-    again = report.compare_with_paper(tmp_path / "tableA_cells.csv", paper, artifact="tableA")
-    assert again["status"].tolist() == out["status"].tolist()
-    with pytest.raises(ValueError, match="no published numbers"):
-        report.compare_with_paper(cells, paper, artifact="fig3")
-
-
-def test_compare_matches_both_baseline_code_paths(tmp_path, tsvs):
-    car = write_tsv(tmp_path / "car.tsv", [wrong(i, "0.3") for i in (0, 20, 40, 60, 80)], method="carlini",
-                    sigma=0.25, b=1, K=1)
-    cells = report.table_cells(report.load_results(tsvs + [car]),
-                               {"panels": [panel(sigmas=[0.25], radii=[0.0], methods=["onestep", "carlini"])]})
-    paper = tmp_path / "p.csv"
-    pd.DataFrame({"table": "Table A", "dataset": "CIFAR-10", "method_key": "carlini", "classifier": "ViT-B/16",
-                  "sigma": [0.25], "b": [1], "K": [1], "radius": [0.0], "certified_accuracy": [88.0]}
-                 ).to_csv(paper, index=False)
-    out = report.compare_with_paper(cells, paper, artifact="tableA")
-    # the paper's Carlini row against the DensePure one-shot (5/5, CI [47.8, 100]) and Carlini's code (0/5)
-    assert out["reproduced_method_key"].tolist() == ["onestep", "carlini"]
-    assert out["status"].tolist() == ["ok", "outside_ci"]
-
-
-def test_classifier_aliases():
-    assert report.classifier_matches("beit-large-512", "beit-large")
-    assert report.classifier_matches("beit", "beit-large-512")
-    assert report.classifier_matches("vit-b16-cifar10", "vit-b16")
-    assert not report.classifier_matches("wrn-50-2", "wrn-28-10")
-    assert report.classifier_label("vit-b16-cifar10") == "ViT-B/16" and report.classifier_label("WRN50-2") == "WRN50-2"
-
-
-def test_compare_paper_k_ablation_file(results, tmp_path):
-    paper = tmp_path / "ref.csv"
-    pd.DataFrame({"figure": "Figure G (left)", "dataset": "CIFAR-10", "classifier": "ViT-B/16", "sigma": 0.25,
-                  "b": 10, "K": [40, 20], "radius": 0.5, "certified_accuracy": [40.0, 50.0]}).to_csv(paper, index=False)
-    data = report.table_cells(results, {"panels": [panel(sigmas=[0.25], radii=[0.5])]})
-    out = report.compare_with_paper(data, paper, artifact="figG")
-    # only the K = 40 point was reproduced
-    assert out["status"].tolist() == ["ok", "missing"] and out["reproduced_K"].tolist()[0] == 40
 
 
 # --- figures -------------------------------------------------------------------------------------------------------
@@ -353,7 +375,7 @@ def ablation_results(tmp_path, tsvs):
     d.mkdir()
     extra = []
     for b in (2, 10):
-        for k in (1, 3, 40):
+        for k in (1, 3, 10, 40):
             if (b, k) == (10, 40):
                 continue
             rows = [ok(i, format_radius(0.1 * (i / 20 + 1) * (1 + k / 40))) for i in (0, 20, 40, 60)] + [abstain(80)]
@@ -366,60 +388,122 @@ def _nonempty(paths):
         assert p.is_file() and p.stat().st_size > 1000, p
 
 
-def test_curves_figure(results, tmp_path):
-    fig, data = report.curves_figure(results, [panel(radii="curve", max_radius=1.0)], title="test")
+def test_curves_figure_with_bands_and_largest_radius(results, tmp_path):
+    spec = {"panels": [panel(radii="curve", max_radius=1.5)]}
+    fig, data = report.panels_figure(results, spec, title="test", allow_missing=True, paper=False)
     paths = report.save_figure(fig, "curves", tmp_path)
     _nonempty(paths)
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     ours = data[(data["method_key"] == "densepure") & np.isclose(data["sigma"], 0.25)].set_index("radius")
-    assert len(ours) == 101 and ours.loc[0.8, "certified_accuracy"] == 20 and ours.loc[0.81, "certified_accuracy"] == 0
+    assert len(ours) == 151 and ours.loc[0.8, "certified_accuracy"] == 20 and ours.loc[0.81, "certified_accuracy"] == 0
+    assert not ours.loc[0.95, "beyond_max_radius"] and ours.loc[0.96, "beyond_max_radius"]  # 0.953 for N = 1e5
     ax = fig.axes[0]
     assert ax.get_xlabel() == "radius (L2)" and ax.get_ylabel() == "certified accuracy (%)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["σ = 0.25", "σ = 0.5", "Ours (b = 10, K = 40)", "Carlini (one-shot)"]
-    styles = {line.get_linestyle() for line in ax.get_lines()}
-    assert styles == {"-", "--"}
+    lines = [line for line in ax.get_lines() if line.get_linestyle() in ("-", "--")]
+    # the sigma 0.25 curves stop at 0.95 (the last grid radius they can reach), not at 1.5
+    assert max(line.get_xdata().max() for line in lines if line.get_color() == lines[0].get_color()) == 0.95
+    # one 95% band per curve, drawn while the accuracy is above zero (and one step after)
+    bands = [b.get_paths()[0].vertices[:, 0].max() for b in ax.collections]
+    assert sorted(bands) == pytest.approx([0.31, 0.81, 1.5])  # last images at 0.3 (Carlini), 0.8 and 1.5
+
+
+def test_a_curve_that_ends_above_zero_gets_a_bar(tmp_path):
+    # N = 100 at sigma 0.5: nothing beyond 0.5 Phi^-1(0.001^(1/100)) = 0.75 can be certified; 2 images reach it
+    tsv = write_tsv(tmp_path / "t.tsv", [ok(0, "0.75"), ok(20, "0.75"), ok(40, "0.3"), abstain(60)], sigma=0.5, N=100)
+    spec = {"panels": [panel(sigmas=[0.5], methods=["densepure"], images=None, radii="curve", max_radius=1.0)]}
+    fig, data = report.panels_figure(report.load_results([tsv]), spec, paper=False)
+    ax = fig.axes[0]
+    assert "largest certifiable radius" in [t.get_text() for t in ax.get_legend().get_texts()]
+    bar = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert len(bar) == 1 and bar[0].get_xydata().tolist() == [[0.75, 50.0]]
+    assert data.loc[data["radius"] == 0.76, "beyond_max_radius"].tolist() == [True]
+
+
+def test_curves_figure_draws_extra_ks(tmp_path, tsvs):
+    k20 = write_tsv(tmp_path / "k20.tsv", [ok(i, "0.1") for i in (0, 20, 40, 60, 80)], sigma=0.25, K=20)
+    df = report.load_results(tsvs + [k20])
+    spec = {"panels": [panel(sigmas=[0.25], extra_Ks=[20], radii="curve", max_radius=0.5)]}
+    fig, data = report.panels_figure(df, spec, paper=False)
+    assert sorted(data.loc[data["method_key"] == "densepure", "K"].unique()) == [20, 40]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "Ours (b = 10, K = 20)" in labels
+    assert "-." in {line.get_linestyle() for line in fig.axes[0].get_lines()}
 
 
 def test_k_ablation_figure(ablation_results, tmp_path):
     p = panel(sigmas=[0.25], Ks=[1, 3, 40], radii=[0.0, 0.25])
-    fig, data = report.k_ablation_figure(ablation_results, [p])
+    fig, data = report.panels_figure(ablation_results, {"panels": [p]}, paper=False)
     _nonempty(report.save_figure(fig, "k", tmp_path))
     ours = data[data["method_key"] == "densepure"]
     assert sorted(ours["K"].unique()) == [1, 3, 40]
     assert fig.axes[0].get_xlabel() == "number of votes K"
     assert "Carlini (one-shot)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(fig.axes[0].containers) == 2  # one error-bar series per radius
 
 
-def test_b_ablation_figure(ablation_results, tmp_path):
-    p = panel(sigmas=[0.25], bs=[2, 10], Ks=[1, 40], radii="curve", max_radius=0.5)
-    fig, data = report.b_ablation_figure(ablation_results, [p])
+def test_b_ablation_figure_with_K_per_b(ablation_results, tmp_path):
+    p = panel(sigmas=[0.25], bs=[2, 10], Ks=[1, 10, 40], mv_K={2: 10, 10: 40}, radii="curve", max_radius=0.5)
+    fig, data = report.panels_figure(ablation_results, {"panels": [p]}, paper=False)
     _nonempty(report.save_figure(fig, "b", tmp_path))
-    assert set(zip(data["b"], data["K"])) == {(1, 1), (2, 1), (2, 40), (10, 1), (10, 40)}
+    assert set(zip(data["b"], data["K"])) == {(1, 1), (2, 1), (2, 10), (10, 1), (10, 40)}
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["b = 1, Carlini (one-shot)", "b = 2", "b = 10", "with MV (K = 40)", "without MV (K = 1)"]
+    assert labels == ["b = 1, Carlini (one-shot)", "b = 2 (MV: K = 10)", "b = 10 (MV: K = 40)", "with MV (K > 1)",
+                      "without MV (K = 1)"]
+    p = panel(sigmas=[0.25], bs=[2, 10], Ks=[1, 40], radii="curve", max_radius=0.5)
+    fig, data = report.panels_figure(ablation_results, {"panels": [p]}, paper=False)
+    assert set(zip(data["b"], data["K"])) == {(1, 1), (2, 1), (2, 40), (10, 1), (10, 40)}
+
+
+def test_figures_draw_the_papers_numbers(tmp_path):
+    """A CIFAR-10 ViT sigma 0.25 run on the paper's 500 ids gets Table A's points; K ablation on the ImageNet ids
+    gets the reference plot data's points."""
+    ids = range(0, 10000, 20)
+    dp = write_tsv(tmp_path / "dp.tsv", [ok(i, "0.5") for i in ids], sigma=0.25)
+    base = write_tsv(tmp_path / "os.tsv", [ok(i, "0.3") for i in ids], method="onestep", b=1, K=1)
+    images = {"name": "cifar10_main", "start": 0, "stop": 10000, "step": 20, "n": 500}
+    spec = {"panels": [panel(sigmas=[0.25], images=images, radii="curve", max_radius=1.0)]}
+    fig, _ = report.panels_figure(report.load_results([dp, base]), spec)
+    ax = fig.axes[0]
+    def points(ax, marker):
+        lines = [line for line in ax.get_lines() if line.get_marker() == marker and line.get_linestyle() == "None"]
+        return sorted((float(x), float(y)) for line in lines for x, y in zip(line.get_xdata(), line.get_ydata()))
+
+    # Table A, sigma 0.25: Ours (circles) 87.6 / 76.6 / 64.6 / 50.4 / 0.0, Carlini (squares) 88.0 / 73.8 / ...
+    assert points(ax, "o") == [(0.0, 87.6), (0.25, 76.6), (0.5, 64.6), (0.75, 50.4), (1.0, 0.0)]
+    assert points(ax, "s")[:2] == [(0.0, 88.0), (0.25, 73.8)]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "paper: Ours (500 images)" in legend and "paper: Carlini" in legend
+    imagenet = [write_tsv(tmp_path / f"in{k}.tsv", [ok(i, "0.3") for i in range(0, 50000, 500)], dataset="imagenet",
+                          classifier="beit-large-512", sigma=0.25, K=k, N=10000) for k in (1, 40)]
+    spec = {"panels": [panel(dataset="imagenet", classifiers=["beit-large"], sigmas=[0.25], Ks=[1, 40],
+                             methods=["densepure"], radii=[0.0, 0.5],
+                             images={"start": 0, "stop": 50000, "step": 500, "n": 100})]}
+    fig, _ = report.panels_figure(report.load_results(imagenet), spec)
+    xy = [(min((1, 40), key=lambda k: abs(np.log(x / k))), y) for x, y in points(fig.axes[0], "o")]  # dodged K
+    assert (1, 79.0) in xy and (40, 80.0) in xy  # Figure 4 (left), r = 0: K = 1 79%, K = 40 80%
 
 
 def test_write_figure_mixed_panels(ablation_results, tmp_path):
     spec = {"source": "Figure G-like", "panels": [
         panel(name="left", sigmas=[0.25], Ks=[1, 3, 40], methods=["densepure"], radii=[0.0, 0.25]),
         panel(name="right", sigmas=[0.25], bs=[2, 10], Ks=[1, 40], radii="curve", max_radius=1.0)]}
-    paths = report.write_figure(ablation_results, spec, "figG", tmp_path)
+    paths = report.write_figure(ablation_results, spec, "figG", tmp_path, run="default")
     _nonempty(paths[:2])
     data = pd.read_csv(paths[2])
     assert set(data["kind"]) == {"k_ablation", "b_ablation"} and set(data["panel"]) == {"left", "right"}
 
 
 def test_figure_without_results_raises(results):
-    with pytest.raises(ValueError, match="no results match"):
-        report.curves_figure(results, [panel(dataset="imagenet", radii="curve")])
+    with pytest.raises(ValueError, match="no results for imagenet"):
+        report.panels_figure(results, {"panels": [panel(dataset="imagenet", radii="curve")]})
 
 
+# --- specs ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["paper.yaml", "README.md"])
 def test_config_specs_resolve_and_have_known_kinds(name):
     path = REPO / "config" / name
-    if not path.is_file():
-        pytest.skip(f"config/{name} not present")
     kinds = {}
     for artifact in ("fig3", "fig4_left", "fig4_right", "figA", "figB", "figC", "figD", "figE", "figF", "figG"):
         spec = report.load_spec(path, artifact)
@@ -431,6 +515,30 @@ def test_config_specs_resolve_and_have_known_kinds(name):
     assert images["n"] == 500 and report.image_ids(images) == set(range(0, 10000, 20))
     with pytest.raises(ValueError, match="unknown artifact 'nope'"):
         report.load_spec(path, "nope")
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "README.md"])
+def test_config_specs_name_only_methods_with_results(name):
+    """The paper's Carlini rows are method onestep: a spec saying `carlini` would ask for Carlini et al.'s own code
+    path, which config/paper.yaml never runs."""
+    text = (REPO / "config" / name).read_text()
+    for artifact in ("table1", "tableA", "tableB", "table2", "fig3", "fig4_right", "figC", "figD", "figE", "figF"):
+        methods = {m for p in report.load_spec(REPO / "config" / name, artifact)["panels"] for m in p["methods"]}
+        assert methods <= {"densepure", "onestep"}, (name, artifact, methods)
+    assert "carlini]" not in text
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "README.md"])
+def test_b_ablation_figures_draw_what_the_reference_drew(name):
+    """Figures C and D: b = 2 with K = 10 (CIFAR-10) and K = 30 (ImageNet), b = 10 with K = 40 (reference plot files)."""
+    from densepure.report.spec import mv_K
+
+    for artifact in ("figC", "figD"):
+        cifar, imagenet = report.load_spec(REPO / "config" / name, artifact)["panels"]
+        assert (mv_K(cifar, 2), mv_K(cifar, 10)) == (10, 40)
+        assert (mv_K(imagenet, 2), mv_K(imagenet, 10)) == (30, 40)
+        for p in (cifar, imagenet):
+            assert {mv_K(p, b) for b in p["bs"]} <= set(p["Ks"])  # the grid aggregates every K drawn
 
 
 def test_image_sets_from_dataset_strings(tmp_path):
@@ -452,29 +560,35 @@ def _parser():
     return parser
 
 
-def test_cli_table_figure_compare(tsvs, tmp_path, capsys):
+def test_cli_table_and_figure(tsvs, tmp_path, capsys):
     spec_file = tmp_path / "paper.yaml"
     spec_file.write_text(yaml.safe_dump({
         "image_sets": {"tiny": {"start": 0, "stop": 100, "step": 20, "n": 5}},
-        "artifacts": {"tableA": {"panels": [panel(images="tiny")]},
+        "artifacts": {"tableA": {"panels": [panel(images="tiny", sigmas=[0.25])]},
                       "fig3": {"source": "Figure 3",
-                               "panels": [panel(images="tiny", radii="curve", max_radius=1.0)]}}}))
+                               "panels": [panel(images="tiny", sigmas=[0.25], radii="curve", max_radius=1.0)]}}}))
     parser = _parser()
     out = tmp_path / "out"
-    common = ["--spec", str(spec_file), "--results", *map(str, tsvs), "--outdir", str(out)]
+    common = ["--spec", str(spec_file), "--results", str(tsvs[0].parent), "--outdir", str(out)]
     assert report.run_report(parser.parse_args(["table", "--artifact", "tableA", *common])) == 0
-    assert report.run_report(parser.parse_args(["figure", "--artifact", "fig3", *common])) == 0
+    assert report.run_report(parser.parse_args(["figure", "--artifact", "fig3", "--run", "default", *common])) == 0
     _nonempty([out / "fig3.png", out / "fig3.pdf"])
-    assert (out / "tableA.tex").is_file() and (out / "tableA_cells.csv").is_file()
-    paper = tmp_path / "p.csv"
-    pd.DataFrame({"table": "Table A", "dataset": "CIFAR-10", "method_key": "densepure", "classifier": "ViT-B/16",
-                  "sigma": [0.25], "b": [10], "K": [40], "radius": [0.0], "certified_accuracy": [60.0]}
-                 ).to_csv(paper, index=False)
-    args = parser.parse_args(["compare", "--artifact", "tableA", "--reproduced", str(out / "tableA_cells.csv"),
-                              "--paper", str(paper), "--out", str(out / "cmp.csv")])
+    for name in ("tableA.tex", "tableA.html", "tableA_cells.csv", "tableA_paired.csv"):
+        assert (out / name).is_file()
+    err = capsys.readouterr().err
+    assert "tsv: 3 result file(s)" in err and "read 15 image rows of 3 setting(s) from 3 file(s)" in err
+
+
+def test_cli_table_without_spec_shows_every_setting(tsvs, tmp_path):
+    args = _parser().parse_args(["table", "--artifact", "all", "--results", *map(str, tsvs), "--outdir",
+                                 str(tmp_path), "--radii", "0", "0.5"])
     assert report.run_report(args) == 0
-    assert pd.read_csv(out / "cmp.csv")["status"].tolist() == ["ok"]
-    assert "1 within the 95% CI" in capsys.readouterr().out
+    wide = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False)
+    assert wide[["Method", "σ"]].values.tolist() == [["Carlini", "0.25"], ["Ours", "0.25"], ["Ours", "0.5"]]
+    assert list(wide.columns) == ["Method", "σ", "ε=0.0", "ε=0.5"]
+    assert wide.iloc[1, 2].startswith("60.0 (-40.0 [") and wide.iloc[2, 2] == "80.0"  # paired within a sigma
+    assert (tmp_path / "all.md").read_text().startswith("**all (every setting of the results): CIFAR-10, ViT-B/16, "
+                                                        "σ = 0.25, 0.5; Ours b = 10, K = 40;")
 
 
 def test_cli_errors(tsvs, tmp_path):
@@ -486,7 +600,7 @@ def test_cli_errors(tsvs, tmp_path):
         return report.run_report(parser.parse_args(list(argv)))
 
     common = ["--spec", str(spec_file), "--outdir", str(tmp_path / "o")]
-    with pytest.raises(ValueError, match="unknown table artifact 'tableZ'"):
+    with pytest.raises(ValueError, match="unknown artifact 'tableZ'"):
         run("table", "--artifact", "tableZ", "--results", str(tsvs[0]), *common)
     with pytest.raises(ValueError, match="unknown artifact 'fig9'"):
         run("figure", "--artifact", "fig9", "--results", str(tsvs[0]), *common)
@@ -495,6 +609,5 @@ def test_cli_errors(tsvs, tmp_path):
     with pytest.raises(ValueError, match="spec file not found"):
         run("table", "--artifact", "tableA", "--results", str(tsvs[0]), "--spec", str(tmp_path / "x.yaml"),
             "--outdir", str(tmp_path))
-    with pytest.raises(ValueError, match="reproduced cells not found"):
-        run("compare", "--artifact", "tableA", "--reproduced", str(tmp_path / "r.csv"), "--paper", str(spec_file),
-            "--out", str(tmp_path / "c.csv"))
+    with pytest.raises(ValueError, match="no results for cifar10/vit-b16/onestep sigma=0.5"):
+        run("table", "--artifact", "tableA", "--results", *map(str, tsvs), *common)

@@ -1,6 +1,7 @@
 # Helpers shared by the rules: config validation, the experiment grid (densepure.grid) and output paths.
 # No experiment logic lives here: it is in the densepure package, where the tests reach it.
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -120,16 +121,41 @@ def artifact_outputs(artifact):
     """Files an artifact target builds: tables under results/, figures under paper_figures/."""
     if grid.is_table(artifact):
         outs = [f"{RESULTS}/tables/{artifact}.{ext}" for ext in ("csv", "md", "tex")]
-        if config["compare_with_paper"] and grid.has_paper_numbers(artifact):
-            outs.append(f"{RESULTS}/compare/{artifact}.csv")
-        return outs
-    return [f"{FIGURES}/{artifact}.{ext}" for ext in ("png", "pdf")]
+    else:
+        outs = [f"{FIGURES}/{artifact}.{ext}" for ext in ("png", "pdf")]
+    if config["compare_with_paper"] and grid.has_paper_numbers(artifact):
+        outs.append(f"{RESULTS}/compare/{artifact}.csv")
+    return outs
+
+
+def artifact_spec(artifact):
+    """The artifact's spec and the image sets it names, as text: a param of the report rules, so a changed spec
+    (radii, methods, mv_K, an image set) rebuilds the artifact."""
+    spec = config["artifacts"][artifact]
+    sets = {
+        panel["images"]: config["datasets"][panel["dataset"]]["image_sets"][
+            panel["images"]
+        ]
+        for panel in spec["panels"]
+    }
+    return json.dumps({"spec": spec, "image_sets": sets}, sort_keys=True)
 
 
 def paper_numbers(artifact):
-    """The paper's numbers of a table (results/paper/ in the workflow's repository), found from the workflow's own
-    location, so that a deployed module finds them too."""
-    return workflow.source_path(f"../../results/paper/{artifact}.csv")
+    """The published numbers of an artifact (results/paper/ in the workflow's repository, found from the
+    workflow's own location, so that a deployed module finds them too): its table's CSV, or the reference plot data
+    (K-ablation figures)."""
+    name = (
+        f"{artifact}.csv"
+        if grid.is_table(artifact)
+        else "figure_k_ablation_refcode.csv"
+    )
+    return workflow.source_path(f"../../results/paper/{name}")
+
+
+def paper_image_sets():
+    """Which images the paper certified (results/paper/image_sets.yaml), found like :func:`paper_numbers`."""
+    return workflow.source_path("../../results/paper/image_sets.yaml")
 
 
 def artifact_names(kind):

@@ -1,5 +1,10 @@
-# Tables (CSV, Markdown, LaTeX) under results/<run>/tables, figures (PNG, PDF) under paper_figures/<run>/,
-# and, for the paper run, our numbers next to the paper's with 95% intervals under results/<run>/compare.
+# Tables (CSV, Markdown, LaTeX, HTML; tidy cells; paired differences) under results/<run>/tables, figures (PNG,
+# PDF) under paper_figures/<run>/, for the paper run our numbers next to the paper's under results/<run>/compare,
+# and one JSON of the run's results (`snakemake export`). `snakemake --report report.html` afterwards gathers the
+# tables, comparisons and figures into one page.
+
+
+report: "../report/workflow.rst"
 
 
 rule table:
@@ -7,7 +12,14 @@ rule table:
         lambda wc: artifact_inputs(wc.artifact),
     output:
         multiext(f"{RESULTS}/tables/{{artifact}}", ".csv", ".md", ".tex"),
+        html=report(
+            f"{RESULTS}/tables/{{artifact}}.html",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"artifact": "{artifact}"},
+        ),
         cells=f"{RESULTS}/tables/{{artifact}}_cells.csv",
+        paired=f"{RESULTS}/tables/{{artifact}}_paired.csv",
     log:
         f"logs/{RUN}/table/{{artifact}}.log",
     benchmark:
@@ -19,6 +31,7 @@ rule table:
         SOFTWARE_ENV
     params:
         spec=SPEC,
+        artifact_spec=lambda wc: artifact_spec(wc.artifact),
         outdir=lambda wc, output: str(Path(output.cells).parent),
     shell:
         DENSEPURE
@@ -31,10 +44,12 @@ rule figure:
         lambda wc: artifact_inputs(wc.artifact),
     output:
         report(
-            multiext(f"{FIGURES}/{{artifact}}", ".png", ".pdf"),
+            f"{FIGURES}/{{artifact}}.png",
             caption="../report/figure.rst",
             category="Figures",
+            labels={"artifact": "{artifact}"},
         ),
+        f"{FIGURES}/{{artifact}}.pdf",
         data=f"{FIGURES}/{{artifact}}_data.csv",
     log:
         f"logs/{RUN}/figure/{{artifact}}.log",
@@ -47,19 +62,28 @@ rule figure:
         SOFTWARE_ENV
     params:
         spec=SPEC,
+        artifact_spec=lambda wc: artifact_spec(wc.artifact),
         outdir=lambda wc, output: str(Path(output.data).parent),
+        run=RUN,
     shell:
         DENSEPURE
         + " figure --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
-        "--outdir {params.outdir:q} 2> {log:q}"
+        "--outdir {params.outdir:q} --run {params.run:q} 2> {log:q}"
 
 
 rule compare:
     input:
-        cells=f"{RESULTS}/tables/{{artifact}}_cells.csv",
+        results=lambda wc: artifact_inputs(wc.artifact),
         paper=lambda wc: paper_numbers(wc.artifact),
+        images=paper_image_sets(),
     output:
-        f"{RESULTS}/compare/{{artifact}}.csv",
+        csv=f"{RESULTS}/compare/{{artifact}}.csv",
+        html=report(
+            f"{RESULTS}/compare/{{artifact}}.html",
+            caption="../report/compare.rst",
+            category="Comparison with the paper",
+            labels={"artifact": "{artifact}"},
+        ),
     log:
         f"logs/{RUN}/compare/{{artifact}}.log",
     wildcard_constraints:
@@ -67,9 +91,32 @@ rule compare:
     localrule: True
     conda:
         SOFTWARE_ENV
+    params:
+        spec=SPEC,
+        artifact_spec=lambda wc: artifact_spec(wc.artifact),
     shell:
         DENSEPURE
-        + " compare --artifact {wildcards.artifact} --reproduced {input.cells:q} --paper {input.paper:q} "
+        + " compare --artifact {wildcards.artifact} --spec {params.spec:q} --results {input.results:q} "
+        "--paper {input.paper:q} --image-sets {input.images:q} --out {output.csv:q} 2> {log:q}"
+
+
+rule export:
+    input:
+        results=sorted({aggregate_path(agg) for agg in grid.aggregates(config)}),
+        shards=[shard for s in grid.settings(config) for shard in shard_outputs(s.name)],
+    output:
+        f"{RESULTS}/export/{RUN}.json",
+    log:
+        f"logs/{RUN}/export.log",
+    localrule: True
+    conda:
+        SOFTWARE_ENV
+    params:
+        votes=[store_dir(s.name) for s in grid.settings(config)],
+        run=RUN,
+    shell:
+        DENSEPURE
+        + " export --run {params.run:q} --results {input.results:q} --votes-dir {params.votes:q} "
         "--out {output:q} 2> {log:q}"
 
 
