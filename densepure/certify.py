@@ -256,29 +256,33 @@ class ImageJob:
     def done(self) -> bool:
         return (self.dp is None or self.dp.done) and (self.os is None or self.os.done)
 
-    def first_step_rows(self, purifier: Purifier, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Up to ``limit`` draws whose first call is due: (draws, keep for votes, one-shot label wanted)."""
+    def first_step_rows(self, purifier: Purifier, limit: int, speculative: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Up to ``limit`` draws whose first call is due (or, ``speculative``, wanted but not yet due): (draws, keep
+        for votes, one-shot label wanted)."""
+        empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
         if self.done:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+            return empty
         R = (self.dp or self.os).labels.shape[0]
         want_dp = np.zeros(R, dtype=bool)
         if self.dp is not None and not self.dp.done and purifier.shared_first_step:
-            want_dp = self.dp.need > 0
+            want_dp = _wanted(self.dp, speculative)
             want_dp[purifier.held(self.image_id)] = False
-        want_os = self.os.need > 0 if self.os is not None and not self.os.done else np.zeros(R, dtype=bool)
+        want_os = _wanted(self.os, speculative) if self.os is not None and not self.os.done else np.zeros(R, bool)
         draws = np.flatnonzero(want_dp | want_os)[:limit]
         return draws, want_dp[draws], want_os[draws]
 
-    def vote_rows(self, purifier: Purifier, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``limit`` (draw, vote) rows due: the next votes of draws whose first step is held (or any draw
-        without the shared first step)."""
+    def vote_rows(self, purifier: Purifier, limit: int, speculative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``limit`` (draw, vote) rows due (or, ``speculative``, wanted but not yet due): the next votes of
+        draws whose first step is held (or any draw without the shared first step)."""
+        empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         if self.dp is None or self.dp.done:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            return empty
+        wanted = _wanted(self.dp, speculative)
+        due = [d for d in purifier.held(self.image_id) if wanted[d]] if purifier.shared_first_step \
+            else np.flatnonzero(wanted)
         draws_out, votes_out, total = [], [], 0
-        due = purifier.held(self.image_id) if purifier.shared_first_step else np.flatnonzero(self.dp.need > 0)
         for d in due:
-            if self.dp.need[d] == 0:
-                continue
             m, n = int(self.dp.computed[d]), int(self.dp.need[d])
             take = min(n, limit - total)
             draws_out.append(np.full(take, d))
@@ -287,8 +291,14 @@ class ImageJob:
             if total >= limit:
                 break
         if not draws_out:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            return empty
         return np.concatenate(draws_out), np.concatenate(votes_out)
+
+
+def _wanted(votes: ImageVotes, speculative: bool) -> np.ndarray:
+    """Rows that want votes and are due (or, ``speculative``, not yet due)."""
+    rows = np.arange(len(votes.need))
+    return (votes.need > 0) & ((rows >= votes.due) if speculative else (rows < votes.due))
 
 
 class JobSource:
@@ -332,6 +342,10 @@ class JobSource:
         return None
 
 
+def _total(parts) -> int:
+    return sum(len(part[1]) for part in parts)
+
+
 class Scheduler:
     """Runs the images of a job through one :class:`Purifier`: fills every call from the images in progress,
     opening the next image when they cannot fill it; calls ``finish(job)`` when an image is done and
@@ -369,10 +383,10 @@ class Scheduler:
                     continue
                 if not active:
                     continue
-            if firsts:
-                self._run_first_steps(firsts)
+            if firsts:  # a call that would be padded takes rows not yet due instead
+                self._run_first_steps(firsts + self._collect_first_steps(active, rows - _total(firsts), True))
             elif votes:
-                self._run_votes(votes)
+                self._run_votes(votes + self._collect_votes(active, rows - _total(votes), True))
             elif all(job.done for job in active) and source.exhausted:
                 self._finish_done(active)
                 return
@@ -389,10 +403,12 @@ class Scheduler:
             self.checkpoint(active)
             self.last_checkpoint = now
 
-    def _collect_votes(self, active, rows):
+    def _collect_votes(self, active, rows, speculative=False):
         out, total = [], 0
         for job in active:
-            draws, votes = job.vote_rows(self.purifier, rows - total)
+            if total >= rows:
+                break
+            draws, votes = job.vote_rows(self.purifier, rows - total, speculative)
             if len(draws):
                 out.append((job, draws, votes))
                 total += len(draws)
@@ -400,10 +416,12 @@ class Scheduler:
                 break
         return out
 
-    def _collect_first_steps(self, active, rows):
+    def _collect_first_steps(self, active, rows, speculative=False):
         out, total = [], 0
         for job in active:
-            draws, keep, one_shot = job.first_step_rows(self.purifier, rows - total)
+            if total >= rows:
+                break
+            draws, keep, one_shot = job.first_step_rows(self.purifier, rows - total, speculative)
             if len(draws):
                 out.append((job, draws, keep, one_shot))
                 total += len(draws)

@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from . import grid, resources
@@ -88,9 +89,9 @@ class StoreCost:
     images: int
     jobs: int
     shard_images: int  # images of its largest certification job
-    draws: int  # N0 + N per image
-    unet_per_draw: int
-    classifier_per_draw: int
+    draws: float  # draws computed per image: N0 + N, less with the savings
+    unet_per_draw: float
+    classifier_per_draw: float
     unet_rate: float
     classifier_rate: float
 
@@ -108,11 +109,11 @@ class StoreCost:
 
     @property
     def unet_calls(self) -> int:
-        return self.images * self.draws * self.unet_per_draw
+        return round(self.images * self.draws * self.unet_per_draw)
 
     @property
     def classifier_calls(self) -> int:
-        return self.images * self.draws * self.classifier_per_draw
+        return round(self.images * self.draws * self.classifier_per_draw)
 
 
 @dataclass(frozen=True)
@@ -214,11 +215,20 @@ def dataset_execution(config: dict, dataset: str):
                              batch=data.get("batch"))
 
 
-def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool | None = None
-                ) -> dict[str, StoreCost]:
+def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool | None = None,
+                shares: dict | None = None) -> dict[str, StoreCost]:
     """Cost of every votes store of a (validated) config, by store name. ``shared_first_step`` None: as each
-    dataset's execution mode runs; True/False: for every store."""
+    dataset's execution mode runs; True/False: for every store. ``shares`` (:func:`densepure.shares.store_shares`):
+    the share of draws and votes the savings compute per store; None: every draw and vote (no savings).
+
+    A one-shot store's images that DensePure jobs provide (:func:`densepure.grid.one_shot_providers`) cost one
+    classifier call per draw, and a UNet call only for the draws the DensePure job did not run itself (its share of
+    draws is smaller)."""
+    from .shares import NONE
+
     rates = RATES if rates is None else rates
+    shares = shares or {}
+    providers = grid.one_shot_providers(config) if shares else {}
     out = {}
     for setting in grid.settings(config):
         key, data = setting.key, config["datasets"][setting.key.dataset]
@@ -229,26 +239,35 @@ def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool
         execution = dataset_execution(config, key.dataset)
         precision = execution.precision
         shared = execution.shared_first_step if shared_first_step is None else shared_first_step
+        share = shares.get(setting.name, NONE)
+        unet = unet_calls_per_draw(key.b, setting.K, key.one_shot, shared)
+        if not key.one_shot:
+            unet = 1 + (key.b - 1) * setting.K * share.vote_share if shared else key.b * setting.K * share.vote_share
+        provided = providers.get(setting.name, {})
+        if provided:  # those draws' first step is a DensePure job's, but for draws it stopped before
+            dp_share = np.mean([shares.get(name, NONE).draw_share for name in provided.values()])
+            extra = max(0.0, share.draw_share - dp_share) / share.draw_share
+            unet = (len(setting.ids) - len(provided) + len(provided) * extra) / len(setting.ids)
         out[setting.name] = StoreCost(
             name=setting.name,
             key=key,
             unet_model=f"{arch} {precision}",
             images=len(setting.ids),
             jobs=len(shards),
-            shard_images=max(len(s) for s in shards),
-            draws=data.get("N0", 100) + data["N"],
-            unet_per_draw=unet_calls_per_draw(key.b, setting.K, key.one_shot, shared),
-            classifier_per_draw=classifier_calls_per_draw(setting.K, key.one_shot),
+            shard_images=max((len(s) for s in shards), default=0),
+            draws=(data.get("N0", 100) + data["N"]) * share.draw_share,
+            unet_per_draw=unet,
+            classifier_per_draw=classifier_calls_per_draw(setting.K, key.one_shot) * share.vote_share,
             unet_rate=_unet_rate(rates, arch, precision),
             classifier_rate=_classifier_rate(rates, key.classifier, execution.classifier_precision),
         )
     return out
 
 
-def estimate(config: dict, rates: dict | None = None, shared_first_step: bool | None = None
-             ) -> tuple[list[Row], Row]:
+def estimate(config: dict, rates: dict | None = None, shared_first_step: bool | None = None,
+             shares: dict | None = None) -> tuple[list[Row], Row]:
     """One row per selected artifact (the stores it reads) and the total row (every store once)."""
-    costs = store_costs(config, rates, shared_first_step)
+    costs = store_costs(config, rates, shared_first_step, shares)
     rows, used = [], set()
     for artifact in grid.selected_artifacts(config):
         names = sorted({s.name for agg in grid.aggregates(config, artifact) for s in grid.stores_for(config, agg)})
@@ -414,6 +433,13 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rates", type=Path, help="YAML/JSON file of throughputs replacing the built-in ones")
     p.add_argument("--format", choices=["text", "csv"], default="text", help="output format [text]")
     p.add_argument("--stores", action="store_true", help="one row per votes store instead of per artifact")
+    p.add_argument("--savings", action=argparse.BooleanOptionalAction, default=True,
+                   help="count the config's exact savings (lazy votes, hopeless images, certain abstention, the "
+                        "one-shot baseline from DensePure jobs); --no-savings: every draw and vote [yes]")
+    p.add_argument("--from-votes", type=Path, metavar="DIR",
+                   help="measure the savings' shares of draws and votes on the finished stores under DIR (the "
+                        "workflow's <work_dir>/<run>/votes); stores not there use the mean of the measured ones of "
+                        "their dataset, else stated assumptions")
     p.add_argument("--shared-first-step", action=argparse.BooleanOptionalAction, default=None,
                    help="count 1 + (b-1) K UNet calls per draw for every store; --no-shared-first-step counts b K, "
                         "as the reference code runs [as each dataset's mode runs: b K in mode reference]")
@@ -422,17 +448,31 @@ def add_estimate_command(subparsers) -> argparse.ArgumentParser:
 
 def run_estimate(args: argparse.Namespace) -> int:
     """Print the estimate for ``args`` (from :func:`add_estimate_command`); returns the exit status."""
+    from .shares import describe, store_shares
+
     config = load_config(args.configfile)
     shown = str(resources.config_file(args.configfile))
     rates = load_rates(getattr(args, "rates", None))
     shared = getattr(args, "shared_first_step", None)
     stores = getattr(args, "stores", False)
-    rows, total = estimate(config, rates, shared)
+    shares = store_shares(config, getattr(args, "from_votes", None)) if getattr(args, "savings", True) else None
+    rows, total = estimate(config, rates, shared, shares)
     if getattr(args, "format", "text") == "csv":
         print(format_csv(rows, total, stores), end="")
-    else:
-        print(format_text(config, shown, rows, total, shared, stores), end="")
+        return 0
+    print(format_text(config, shown, rows, total, shared, stores), end="")
+    if shares is not None:
+        _, without = estimate(config, rates, shared)
+        print(f"\nWith the savings the config turns on ({savings_text(config)}): {_hours(total.hours)} GPU-hours; "
+              f"without them {_hours(without.hours)}, {without.hours / max(total.hours, 1e-12):.2f}x as much. "
+              f"Shares of the draws and votes computed:")
+        print("\n".join(f"  {line}" for line in describe(shares)))
     return 0
+
+
+def savings_text(config: dict) -> str:
+    on = [name.replace("_", " ") for name, value in grid.savings(config).items() if value]
+    return ", ".join(on) or "none"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,9 @@ class ImageVotes:
 
     Protocol: read :attr:`need` (votes wanted per row, in seed order after the computed ones), :meth:`record` the
     labels of computed votes, until :attr:`done`; then :attr:`labels`, :attr:`stop` and :meth:`served` are final.
+    Rows below :attr:`due` are needed now; with ``skip_hopeless`` the estimation rows are not due until the
+    selection shows the image is not hopeless, but their votes may be computed *speculatively* (to fill a network
+    call that would otherwise be padded): they are kept if the image goes on and cleared if it is hopeless.
     """
 
     def __init__(self, label: int, K: int, Ks: list[int], N0: int, N: int, alpha: float, num_classes: int,
@@ -66,17 +69,14 @@ class ImageVotes:
         self.stopped_at = self.N  # estimation rows that decide the image
         self.decided_abstain = False
         self._h = fewest_hits_to_certify(self.N, self.alpha)
-        # estimation rows are wanted from the start unless the selection may make them unnecessary
-        self._open = self.N0 if savings.skip_hopeless else rows
-        self._refresh(np.arange(self._open))
+        # estimation rows are due from the start unless the selection may make them unnecessary
+        self.due = self.N0 if savings.skip_hopeless else rows
+        self._refresh(np.arange(rows))
         self._advance()
 
     @property
     def done(self) -> bool:
         return self.phase == "done"
-
-    def _phase_rows(self) -> slice:
-        return slice(0, self._open)
 
     def _refresh(self, rows: np.ndarray) -> None:
         """Recompute the votes wanted of ``rows`` from what they hold."""
@@ -93,8 +93,6 @@ class ImageVotes:
         if self.done:
             return
         rows, votes, labels = (np.asarray(a, dtype=np.int64).ravel() for a in (rows, votes, labels))
-        live = slice_mask(rows, self._phase_rows())
-        rows, votes, labels = rows[live], votes[live], labels[live]
         if not len(rows):
             return
         order = np.lexsort((votes, rows))
@@ -120,9 +118,7 @@ class ImageVotes:
             self.phase = "estimation"
             self._misses = {k: 0 for k in self.Ks}
             self._checked = 0
-            if self._open < self.N0 + self.N:
-                self._open = self.N0 + self.N
-                self._refresh(np.arange(self.N0, self.N0 + self.N))
+            self.due = self.N0 + self.N
         if self.phase == "estimation":
             self._check_estimation()
 
@@ -184,10 +180,6 @@ class ImageVotes:
     def state(self) -> dict:
         """What a checkpoint needs besides the labels."""
         return {"Ks": self.Ks, "alpha": self.alpha}
-
-
-def slice_mask(rows: np.ndarray, window: slice) -> np.ndarray:
-    return (rows >= window.start) & (rows < window.stop)
 
 
 def _is_prefix(labels: np.ndarray) -> bool:

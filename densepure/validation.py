@@ -263,8 +263,14 @@ def check_panel(config: dict, where: str, panel: dict) -> None:
     if panel["images"] not in sets:
         raise ConfigError(f"{where}.images: {panel['images']!r} is not an image set of {dataset} "
                           f"(known: {', '.join(sets)})")
-    if "mv_K" in panel and panel["mv_K"] not in [*panel["Ks"], *panel.get("extra_Ks", [])]:
-        raise ConfigError(f"{where}.mv_K: {panel['mv_K']} is not one of the panel's Ks or extra_Ks")
+    if "mv_K" in panel:  # one K, or one K per b
+        Ks = [*panel["Ks"], *panel.get("extra_Ks", [])]
+        per_b = panel["mv_K"] if isinstance(panel["mv_K"], dict) else {b: panel["mv_K"] for b in panel["bs"]}
+        for b, K in per_b.items():
+            if int(b) not in panel["bs"]:
+                raise ConfigError(f"{where}.mv_K: b = {b} is not one of the panel's bs {panel['bs']}")
+            if K not in Ks:
+                raise ConfigError(f"{where}.mv_K: {K} is not one of the panel's Ks or extra_Ks {Ks}")
     schedule = diffusion_schedule(config, dataset)
     if schedule is not None:
         check_plans(where, schedule, panel["sigmas"], panel["bs"], panel["methods"])
