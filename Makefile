@@ -25,7 +25,7 @@ default: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" snakemake --cores $(CORES) all
 
 # After a change that legitimately moves the embedded default's numbers: rebuild them from scratch, store the
-# numbers the tests compare (tests/expected/default), then commit.
+# numbers the tests compare and the votes they come from (tests/expected/default), then commit.
 refresh-default: $(STAMP)
 	rm -rf work/default results/default paper_figures/default logs/default
 	$(MAKE) default
@@ -33,6 +33,7 @@ refresh-default: $(STAMP)
 	mkdir -p tests/expected/default/tables tests/expected/default/figures
 	cp results/default/tables/*.csv tests/expected/default/tables/
 	cp paper_figures/default/*_data.csv tests/expected/default/figures/
+	cp -r work/default/votes work/default/shards tests/expected/default/
 
 # After `dvc pull`: DVC writes files in no particular order, so Snakemake would see inputs newer than outputs and
 # redo work. This marks the pulled outputs up to date in the DAG's order (the contents are those in dvc.lock).

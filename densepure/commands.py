@@ -214,18 +214,17 @@ def unique_ids(ids: list[int]) -> list[int]:
 
 
 def writable_directory(directory: Path) -> None:
-    """Create ``directory`` and write a probe file there: a read-only or full store is found before any model is
-    loaded or image computed (VotesError naming it)."""
-    from .votes import check_writable
+    """Write and remove a probe file in ``directory`` (or, before it exists, the nearest folder above it that does):
+    a read-only folder or a full disk is found before any model is loaded or image computed (VotesError naming it),
+    and nothing is created."""
+    from .votes import check_writable as probe
 
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise VotesError(f"{directory} is a file, not a directory")
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VotesError(f"cannot create {directory}: {exc.strerror or exc}") from None
-    check_writable(directory)
+        probe(existing)
+    except VotesError as err:
+        raise VotesError(f"{directory} cannot be written: {err}") from None
 
 
 def open_stores(directories: list[Path]) -> tuple[Setting, dict[int, VotesStore]]:

@@ -266,7 +266,10 @@ def store_costs(config: dict, rates: dict | None = None, shared_first_step: bool
 
 def estimate(config: dict, rates: dict | None = None, shared_first_step: bool | None = None,
              shares: dict | None = None) -> tuple[list[Row], Row]:
-    """One row per selected artifact (the stores it reads) and the total row (every store once)."""
+    """One row per selected artifact (the stores it reads) and the total row (every store once). Without
+    ``shares``: the cost with every saving off (every draw and vote, one-shot stores certified by their own jobs)."""
+    if shares is None:
+        config = {**config, "savings": {name: False for name in grid.savings(config)}}
     costs = store_costs(config, rates, shared_first_step, shares)
     rows, used = [], set()
     for artifact in grid.selected_artifacts(config):
@@ -347,8 +350,10 @@ def runtime_warnings(config: dict, total: Row) -> list[str]:
     out = []
     if worst_image.seconds_per_image / 3600 > limit_h:
         out.append(f"warning: one image of {worst_image.name} needs {worst_image.seconds_per_image / 3600:.1f} "
-                   f"GPU-hours, more than resources.certify.runtime ({runtime} min); a job resumes only after "
-                   f"finished images, so such a job can never finish: raise the runtime")
+                   f"GPU-hours, more than resources.certify.runtime ({runtime} min): it finishes over several runs "
+                   f"of its job (a killed job resumes from the image's last checkpoint, every checkpoint_seconds = "
+                   f"{config.get('checkpoint_seconds', 300):g} s), so Snakemake's retries or a rerun are needed; "
+                   f"raise the runtime to avoid them")
     elif worst_job.longest_job_seconds / 3600 > limit_h:
         slow = sum(1 for s in total.stores if s.longest_job_seconds / 3600 > limit_h)
         out.append(f"note: the longest certification job ({worst_job.name}) needs "

@@ -202,7 +202,9 @@ def check_models(config: dict) -> None:
         if loader is None and name not in DATASETS:
             raise ConfigError(f"datasets.{name}: unknown dataset (known: {', '.join(sorted(DATASETS))}); your own data "
                               f"needs `loader` ({IMAGE_FOLDER} or module:function)")
-        if name != "digits" and not spec.get("root") and (loader is None or loader == IMAGE_FOLDER):
+        if loader == IMAGE_FOLDER and not spec.get("root"):
+            raise ConfigError(f"datasets.{name}.root: the image folder of loader {IMAGE_FOLDER}")
+        if loader is None and name != "digits" and not spec.get("root"):
             raise ConfigError(f"datasets.{name}.root: {name} needs its data folder (only the embedded digits has none)")
         if spec["diffusion"] not in config["diffusion_models"]:
             raise ConfigError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r} "

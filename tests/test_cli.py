@@ -230,7 +230,7 @@ def junk(tmp_path) -> dict[str, Path]:
     ({"--ids": "5:1"}, "'5:1' holds no image ids"),
     ({"--ids": "0:1000000000000"}, "'0:1000000000000' holds 1000000000000 ids; at most 597 are possible here"),
     ({"--K": "10000000000"}, "--K = 10000000000 exceeds 4294967296, the indices one 32-bit word of the noise counter"),
-    ({"--dataset": "mnist"}, "unknown dataset 'mnist' (known: digits, cifar10, imagenet)"),
+    ({"--dataset": "mnist"}, "unknown dataset 'mnist' (known: digits, cifar10, imagenet;"),
     ({"--threads": "100000"}, "--threads 100000: this machine has"),
 ])
 def test_certify_mistakes_are_one_line(models, junk, tmp_path, capsys, overrides, message):
@@ -270,7 +270,7 @@ def tiny_store(tmp_path) -> Path:
     from densepure.results import Setting
 
     store = VotesStore(tmp_path / "votes", Setting("digits", "bundle", "digits-cnn", SIGMA, B, K, N0, N).as_dict(),
-                       num_classes=10, shape=(N0 + N, K))
+                       num_classes=10, rows=N0 + N)
     for image in (0, 1):
         store.write(image, np.zeros((N0 + N, K), dtype=np.uint8), label=0)
     return store.directory
@@ -288,12 +288,17 @@ def test_aggregate_ids_mistakes_are_one_line(tiny_store, tmp_path, capsys, ids, 
 
 
 @pytest.mark.parametrize("option, message", [
-    ("--extract-to", "cannot extract {tmp}/out.bin: not a tar archive (plain, gzip, bzip2 or xz), or truncated"),
+    ("--extract-to", "out.bin: cannot extract into {tmp}/extracted"),
     ("--lock", "--lock {tmp} is a folder; expected a file"),
     ("--out", "--out {tmp}/file/x: {tmp}/file is a file, not a folder"),
 ])
 def test_download_mistakes_are_one_line(tmp_path, junk, capsys, option, message):
-    args = {"--url": junk["file"].as_uri(), "--out": tmp_path / "out.bin", "--lock": tmp_path / "lock"}
+    from densepure.download import sha256
+
+    # a file already there with its digest in the lock file: nothing is downloaded (the URL goes nowhere)
+    (tmp_path / "out.bin").write_bytes(junk["file"].read_bytes())
+    (tmp_path / "lock").write_text(f"{sha256(tmp_path / 'out.bin')}  out.bin\n")
+    args = {"--url": "http://127.0.0.1:9/file", "--out": tmp_path / "out.bin", "--lock": tmp_path / "lock"}
     args.update({"--extract-to": {"--extract-to": tmp_path / "extracted"}, "--lock": {"--lock": tmp_path},
                  "--out": {"--out": tmp_path / "file" / "x"}}[option])
     err = cli_error(["download", *[str(v) for kv in args.items() for v in kv]], capsys)
@@ -339,15 +344,17 @@ def test_other_runtime_errors_keep_their_traceback(monkeypatch):
      "--outdir {tmp}/file is a file; expected a folder"),
     (["figure", "--artifact", "fig3", "--spec", REPO_CONFIG, "--results", "file", "--outdir", "file/f"],
      "--outdir {tmp}/file/f: {tmp}/file is a file, not a folder"),
-    (["compare", "--artifact", "tableA", "--reproduced", "binary", "--paper", "binary", "--out", "c.csv"],
-     "{tmp}/binary: not a CSV file"),
-    (["compare", "--artifact", "tableA", "--reproduced", "file", "--paper", "file", "--out", "."],
+    (["compare", "--artifact", "tableA", "--spec", REPO_CONFIG, "--results", "file", "--paper", "binary", "--out",
+      "c.csv"], "result file has no rows: {tmp}/file"),
+    (["compare", "--artifact", "tableA", "--spec", "binary", "--results", "file", "--out", "c.csv"],
+     "{tmp}/binary: cannot read spec ('utf-8' codec can't decode"),
+    (["compare", "--artifact", "tableA", "--spec", REPO_CONFIG, "--results", "file", "--out", "."],
      "--out {tmp} is a folder; expected a file"),
     (["estimate", "--configfile", "binary"], "{tmp}/binary: cannot read config ('utf-8' codec can't decode"),
     (["estimate", "--configfile", REPO_CONFIG, "--rates", "binary"], "{tmp}/binary: cannot read rates file"),
 ])
 def test_report_and_estimate_mistakes_are_one_line(tmp_path, junk, capsys, args, message):
-    paths = [tmp_path / a if i and args[i - 1] in ("--spec", "--results", "--outdir", "--reproduced", "--paper",
+    paths = [tmp_path / a if i and args[i - 1] in ("--spec", "--results", "--outdir", "--paper",
                                                    "--out", "--configfile", "--rates") else a
              for i, a in enumerate(args)]
     assert message.replace("{tmp}", str(tmp_path)) in cli_error(paths, capsys)

@@ -1,33 +1,40 @@
-"""The embedded default, run for real: the whole workflow on the CPU, compared with the stored numbers.
+"""The embedded default, run for real, against its stored numbers (tests/expected/default/, see stored_numbers.py).
 
-`dvc repro` (= `make default`'s Snakemake run, stage by stage) computes the default from scratch in a clone of
-the repository (the `default_run` fixture, tests/conftest.py). Every table (`results/default/tables/*.csv`: cells,
-formatted tables, the theory tables) and every plotted number (`paper_figures/default/*_data.csv`) must equal the
-stored copy under tests/expected/default/. Tolerance: zero. Training and certification are seeded, run with one
-thread per job and never depend on batch composition or job order, and the default's `portable_cpu_numerics` pins
-the math libraries to the same AVX2 kernels on every CPU, so any x86-64 machine with AVX2 reproduces them bit for
-bit (without the pinning, an AVX-512/AMX Xeon trained other models and moved a few radii). If a change legitimately
-moves the numbers, refresh them with `make refresh-default` and commit the diff.
+* From the stored votes, exactly: every table and plotted number rebuilt by the workflow from the stored votes
+  stores equals its stored copy byte for byte, on any CPU (counts and closed-form bounds of the same votes).
+* From scratch, within stated bounds: `dvc repro` (= `make default`, stage by stage) trains and certifies anew in
+  a clone (the `default_run` fixture, tests/conftest.py); per store at least 99% of the labels equal the stored
+  votes' and every certified count is within one image (float kernels differ by CPU; measured and argued in
+  stored_numbers.py), and the bounds are shown to catch a real change.
+* The savings are exact: the same run with every saving off gives identical tables, figure data and per-image
+  certified fields.
+
+After a change that legitimately moves the numbers, `make refresh-default` stores them anew; commit the diff.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+import stored_numbers as sn
+from conftest import ROOT, project_clone, run
 from densepure import execution
 
-EXPECTED = Path(__file__).parent / "expected/default"
-# stored copy -> where the run writes it
-STORED = {**{p: Path("results/default/tables") / p.name for p in sorted((EXPECTED / "tables").glob("*.csv"))},
-          **{p: Path("paper_figures/default") / p.name for p in sorted((EXPECTED / "figures").glob("*.csv"))}}
+STORED = sn.stored_files()
 portable_cpu = pytest.mark.skipif(not execution.portable_cpu_env(),
-                                  reason="the stored numbers are bit-identical only on x86-64 CPUs with AVX2")
+                                  reason="the theory outputs are bit-identical only on x86-64 CPUs with AVX2")
+
+
+def needs_portable(stored: Path):
+    """The theory outputs are float arithmetic: exact under the portable kernels (x86-64 with AVX2) only."""
+    return [portable_cpu] if stored.name.startswith(sn.THEORY) else []
 
 
 @portable_cpu
@@ -40,23 +47,84 @@ def test_default_config_pins_the_math_libraries_to_avx2_kernels():
     assert out.stdout.strip() == "AVX2"
 
 
-@pytest.mark.slow
 def test_stored_numbers_exist():
     assert len(STORED) >= 5, "tests/expected/default is missing: run `make refresh-default` and commit"
+    stores = list((sn.EXPECTED / "votes").rglob("setting.json"))
+    assert len(stores) >= 7 and list((sn.EXPECTED / "shards").rglob("*.tsv"))
+
+
+# --- exact: from the stored votes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def from_stored_votes(tmp_path_factory) -> Path:
+    """A clone whose votes and shard results are the stored ones, reported by `make report-from-votes` (no
+    training, no certification)."""
+    clone = project_clone(tmp_path_factory.mktemp("stored") / "repo")
+    shutil.copytree(sn.EXPECTED / "votes", clone / sn.VOTES)
+    shutil.copytree(sn.EXPECTED / "shards", clone / sn.SHARDS)
+    run(["make", "report-from-votes"], clone)
+    return clone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stored", [pytest.param(p, marks=needs_portable(p)) for p in STORED],
+                         ids=[p.name for p in STORED])
+def test_stored_votes_rebuild_every_stored_number_exactly(from_stored_votes, stored):
+    fresh = from_stored_votes / STORED[stored]
+    assert fresh.read_bytes() == stored.read_bytes(), f"{STORED[stored]} differs from {stored}"
+
+
+# --- bounded: from scratch ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 @portable_cpu
-@pytest.mark.parametrize("stored", STORED, ids=[p.name for p in STORED])
-def test_default_reproduces_stored_numbers(default_run, stored):
-    fresh = default_run / STORED[stored]
-    pd.testing.assert_frame_equal(pd.read_csv(fresh), pd.read_csv(stored), check_exact=True)
+def test_default_from_scratch_is_within_the_bounds_of_the_stored_numbers(default_run):
+    problems = sn.compare_run(default_run)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_bounds_catch_a_count_off_by_two_and_two_percent_of_labels():
+    """The check is not vacuous: one certified count off by 2 images, or 2% of one store's labels changed, is
+    outside the bounds (a count off by 1 and 0.5% of labels are inside)."""
+    cells = next(p for p in STORED if p.name.endswith("_cells.csv"))
+    stored = pd.read_csv(cells)
+    for delta, inside in ((1, True), (2, False)):
+        fresh = stored.copy()
+        fresh.loc[len(fresh) // 2, "count"] += delta
+        assert (sn.count_differences(fresh, stored)[0] <= sn.COUNT_SLACK) == inside
+    moved = stored.copy()
+    moved["sigma"] = moved["sigma"] * 2
+    moved["method_key"] = moved["method_key"][::-1].to_numpy()
+    assert sn.count_differences(moved, stored)[0] > sn.COUNT_SLACK  # other rows: never within the bound
+
+
+def test_the_label_bound_catches_changed_votes(tmp_path):
+    store = next(p.parent for p in (sn.EXPECTED / "votes").rglob("setting.json"))
+    name = store.relative_to(sn.EXPECTED / "votes")
+    for share, inside in ((0.005, True), (0.02, False)):
+        copy = tmp_path / f"{share}" / name
+        shutil.copytree(store, copy)
+        rng = np.random.default_rng(0)
+        for path in copy.glob("*.npz"):
+            with np.load(path) as data:
+                labels, meta = data["labels"].copy(), data["meta"]
+            computed = labels != np.iinfo(labels.dtype).max
+            flip = computed & (rng.random(labels.shape) < share)
+            labels[flip] = (labels[flip] + 1) % 10
+            np.savez_compressed(path, labels=labels, meta=meta)
+        agreement, n = sn.label_agreement(tmp_path / f"{share}", sn.EXPECTED / "votes")[str(name)]
+        assert n > 0 and (agreement >= sn.LABELS_EQUAL) == inside, agreement
+
+
+# --- the run's outputs ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_default_writes_every_artifact(default_run):
     for artifact in ("tableA", "table2"):
-        for ext in ("csv", "md", "tex"):
+        for ext in ("csv", "md", "tex", "html"):
             assert (default_run / f"results/default/tables/{artifact}.{ext}").stat().st_size > 0
     for artifact in ("fig3", "fig4_left", "fig4_right"):
         for ext in ("png", "pdf"):
@@ -85,3 +153,43 @@ def test_cpu_benchmark_breaks_the_run_down_by_stage(default_run):
     assert [int(rows[stage][0]) for stage in ("certify", "table", "figure")] == [len(shards), len(tables),
                                                                                 len(figures)]
     assert all(float(total) > 0 for _, total, _ in rows.values())
+
+
+# --- the savings are exact on the default ---------------------------------------------------------------------------
+
+
+NO_SAVINGS = {"savings": {"lazy_votes": False, "stop_abstain": False, "skip_hopeless": False,
+                          "one_shot_from_densepure": False}}
+
+
+def certified_fields(tsv: Path) -> list[tuple]:
+    """What tables and figures use from a per-image TSV (label, correct, the radius of a correct image) and
+    predict where the votes define it (None for a hopeless image)."""
+    rows = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False)
+    predict = np.where(rows["stop"] == "hopeless", None, rows["predict"]) if "stop" in rows else rows["predict"]
+    return list(zip(rows["idx"], rows["label"], rows["correct"], np.where(rows["correct"] == "1", rows["radius"], ""),
+                    predict))
+
+
+@pytest.mark.slow
+def test_every_saving_off_gives_identical_tables_figures_and_certified_fields(default_run, tmp_path):
+    """The same default (same trained models) certified with every saving off: every table cell, figure point and
+    per-image certified field equals the run with them on, and the savings computed fewer votes."""
+    full = tmp_path / "full"
+    shutil.copytree(default_run, full, symlinks=True, ignore=shutil.ignore_patterns("default", ".snakemake"))
+    shutil.copytree(default_run / "work/default/models", full / "work/default/models", dirs_exist_ok=True)
+    (tmp_path / "no-savings.yaml").write_text(yaml.safe_dump(NO_SAVINGS))
+    run(["snakemake", "--cores", "2", "all", "--configfile", str(tmp_path / "no-savings.yaml")], full)
+    for stored, written in STORED.items():
+        if not stored.name.startswith(sn.THEORY):
+            assert (full / written).read_bytes() == (default_run / written).read_bytes(), written
+    tsvs = sorted((default_run / "results/default/certify").rglob("*.tsv"))
+    assert len(tsvs) >= 10
+    for tsv in tsvs:
+        other = full / tsv.relative_to(default_run)
+        saved, complete = certified_fields(tsv), certified_fields(other)
+        assert [r[:4] for r in saved] == [r[:4] for r in complete], tsv
+        assert all(a[4] == b[4] for a, b in zip(saved, complete) if a[4] is not None), tsv
+    computed = {name: sum(int((np.load(p)["labels"] != 255).sum()) for p in (root / sn.VOTES).rglob("*.npz"))
+                for name, root in (("saved", default_run), ("full", full))}
+    assert computed["saved"] < 0.8 * computed["full"], computed

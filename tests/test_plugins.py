@@ -237,7 +237,7 @@ def test_certify_names_a_broken_plugin(plugins, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c: c["datasets"].update(mine=c["datasets"].pop("digits")), "datasets.mine: not a built-in dataset"),
+    (lambda c: c["datasets"].update(mine=c["datasets"].pop("digits")), "datasets.mine: unknown dataset"),
     (lambda c: c["datasets"]["digits"].update(loader="image_folder"), "datasets.digits.root"),
     (lambda c: c["diffusion_models"]["tiny-eps"].pop("schedule"), "diffusion_models.tiny-eps: `model`"),
     (lambda c: c["classifiers"]["tiny-cnn"].pop("model"), "classifiers.tiny-cnn: needs `file`"),
@@ -245,12 +245,14 @@ def test_certify_names_a_broken_plugin(plugins, tmp_path, capsys):
 def test_config_cross_checks(change, message):
     config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
                         "tiny-cnn", {"model": "m:g"})
-    grid.check_config(config)
+    from densepure.validation import check_config
+
+    check_config(config)
     change(config)
     for panel in config["artifacts"]["tableplug"]["panels"]:
         panel["dataset"] = next(iter(config["datasets"]))
     with pytest.raises(ValueError, match=message):
-        grid.check_config(config)
+        check_config(config)
 
 
 def test_estimate_asks_for_the_rate_of_your_own_network(tmp_path):

@@ -16,7 +16,7 @@ from report_helpers import abstain, ok, write_tsv
 def _store(path, device, K=40, b=10, method="densepure"):
     setting = Setting(dataset="cifar10", diffusion="improved-cifar10", classifier="vit-b16-cifar10", sigma=0.25, b=b,
                       K=K, N0=100, N=100000, method=method, checkpoints={"diffusion": "d" * 64, "classifier": "c" * 64})
-    store = VotesStore(path, setting.as_dict(), num_classes=10, shape=(4, K))
+    store = VotesStore(path, setting.as_dict(), num_classes=10, rows=4)
     store.write(0, np.zeros((4, K), dtype=np.int64), 3, extra={"seconds": 1.0, "device": device})
     return path
 

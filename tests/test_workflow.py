@@ -552,13 +552,13 @@ def _votes_stores(root: Path) -> tuple[Path, Path]:
     """Two stores of one setting: K = 3 with images 0 and 1, K = 5 with image 2."""
     from densepure.votes import VotesStore
 
-    k3 = VotesStore(root / "K3", _setting(3), num_classes=10, shape=(N0 + N, 3))
+    k3 = VotesStore(root / "K3", _setting(3), num_classes=10, rows=N0 + N)
     # image 0 (label 3): every draw votes [7, 3, 3]: K'=1 -> 7, K'=2 -> tie, the first seen (7) wins, K'=3 -> 3
     k3.write(0, np.tile([7, 3, 3], (N0 + N, 1)), label=3)
     # image 1 (label 5): selection draws all 5, then half of the estimation draws 5 and half 2 -> abstain
     rows = [[5, 5, 5]] * N0 + [[5, 5, 5]] * (N // 2) + [[2, 2, 2]] * (N // 2)
     k3.write(1, np.array(rows), label=5)
-    k5 = VotesStore(root / "K5", _setting(5), num_classes=10, shape=(N0 + N, 5))
+    k5 = VotesStore(root / "K5", _setting(5), num_classes=10, rows=N0 + N)
     # image 2 (label 0): every draw votes [0, 1, 1, 0, 0]: K'=1, 2 -> 0 (right), K'=3 -> 1 (wrong)
     k5.write(2, np.tile([0, 1, 1, 0, 0], (N0 + N, 1)), label=0)
     return root / "K3", root / "K5"
@@ -629,7 +629,7 @@ def test_aggregate_rule_on_stored_votes(tmp_path):
     for model in ("digits-unet", "digits-cnn"):
         (work / "work/tiny/models").mkdir(parents=True, exist_ok=True)
         (work / f"work/tiny/models/{model}.pt").write_text("")
-    votes = VotesStore(work / "work/tiny/votes" / store, _setting(3), num_classes=10, shape=(N0 + N, 3))
+    votes = VotesStore(work / "work/tiny/votes" / store, _setting(3), num_classes=10, rows=N0 + N)
     votes.write(0, np.tile([7, 3, 3], (N0 + N, 1)), label=3)
     votes.write(1, np.array([[5, 5, 5]] * (N0 + N // 2) + [[2, 2, 2]] * (N // 2)), label=5)
     votes.write(2, np.tile([0, 1, 1], (N0 + N, 1)), label=0)

@@ -161,8 +161,9 @@ def _table(args) -> list[Path]:
     from .spec import load_spec
     from .tables import table_artifact
 
+    spec = load_spec(args.spec, args.artifact) if args.spec else None
     results = _load(args)
-    spec = load_spec(args.spec, args.artifact) if args.spec else default_spec(results, args.radii)
+    spec = spec or default_spec(results, args.radii)
     kwargs = {"allow_missing": args.allow_missing}
     if args.artifact == "table1" and args.paper:
         kwargs["paper_csv"] = args.paper
@@ -248,9 +249,20 @@ def run_report(args: argparse.Namespace) -> int:
     cmd = getattr(args, "report_command", None) or getattr(args, "command", None)
     if cmd not in RUNNERS:
         raise ValueError(f"unknown report command {cmd!r}")
+    _check_outputs(args)
     for path in RUNNERS[cmd](args):
         print(path)
     return 0
+
+
+def _check_outputs(args) -> None:
+    """Refuse outputs that cannot be written before reading anything (one line naming the option)."""
+    from ..commands import check_writable
+
+    if getattr(args, "outdir", None) is not None:
+        check_writable(args.outdir, "--outdir", folder=True)
+    if getattr(args, "out", None) is not None and getattr(args, "report_command", "") in ("compare", "export"):
+        check_writable(args.out, "--out")
 
 
 def _warn_incomplete(cells: pd.DataFrame) -> None:

@@ -226,7 +226,7 @@ def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setti
                             extra={"source": "densepure-official"})
     votes_setting.validate()
     store = VotesStore(votes_dir, votes_setting.as_dict(), num_classes=NUM_CLASSES[setting["dataset"]],
-                       shape=(first.shape[0], K))
+                       rows=first.shape[0])
     for image_id, label in zip(ids, labels):
         store.write(image_id, stacked_votes(prefix, image_id, K), label, extra={"source": str(labels_log)})
     print(f"{votes_dir}: votes of {len(ids)} images, K = {K} seeds, N0 = {N0}, N = {first.shape[0] - N0}", file=log)
