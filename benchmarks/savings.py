@@ -53,7 +53,8 @@ ROWS = [
 
 @dataclass
 class Cost:
-    unet: int = 0
+    unet: int = 0  # rows run, padding included
+    used: int = 0  # rows whose results were used
     classifier: int = 0
     seconds: float = 0.0
     images: int = 0
@@ -79,6 +80,7 @@ def certify_store(net, classifier, schedule, setting: Setting, Ks, ids, rows, al
     run_certification(purifier, dataset, ids, targets, alpha, checkpoint_seconds=1e9)
     cost.seconds += time.perf_counter() - began
     cost.unet += purifier.unet_rows
+    cost.used += purifier.unet_used
     cost.classifier += purifier.classifier_rows
     cost.images += len(ids) * len(targets)
 
@@ -161,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"embedded default, {args.images} images per store, {args.threads} thread(s), "
           f"{results[0][1].images} certified images per row\n")
     print("| | UNet images per image | classifier images per image | seconds per image | UNet vs shared first step "
-          "| outputs identical |")
-    print("|---|---:|---:|---:|---:|---|")
+          "| padding | outputs identical |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for (name, cost), out in zip(results, outputs):
         same = "yes" if identical(out, outputs[0]) else "NO"
         print(f"| {name} | {cost.unet / cost.images:,.0f} | {cost.classifier / cost.images:,.0f} | "
-              f"{cost.seconds / cost.images:.2f} | {cost.unet / base.unet:.2f} | {same} |")
+              f"{cost.seconds / cost.images:.2f} | {cost.unet / base.unet:.2f} | {1 - cost.used / cost.unet:.1%} | "
+              f"{same} |")
     return 0 if all(identical(out, outputs[0]) for out in outputs) else 1
 
 

@@ -129,7 +129,8 @@ class Purifier:
         self.shared_first_step = shared_first_step
         self.images: dict[int, torch.Tensor] = {}
         self.stats: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}  # image -> draw -> first step
-        self.unet_rows = self.classifier_rows = 0
+        self.unet_rows = self.classifier_rows = 0  # rows run, padding included
+        self.unet_used = self.classifier_used = 0  # rows whose results were used
 
     def add_image(self, image_id: int, x: torch.Tensor) -> None:
         self.images[image_id] = x.to(self.device)
@@ -187,11 +188,13 @@ class Purifier:
     def _net(self, x: torch.Tensor, timestep: float) -> torch.Tensor:
         t = torch.full((self.rows,), timestep, dtype=torch.float32, device=x.device)
         self.unet_rows += self.rows
+        self.unet_used += len(x)
         with torch.no_grad():
             return self.denoiser(self._padded(x), t)[:len(x)]
 
     def _classify(self, images: torch.Tensor) -> np.ndarray:
         self.classifier_rows += self.rows
+        self.classifier_used += len(images)
         with torch.no_grad():
             return self.classifier(self._padded(images)).argmax(dim=1)[:len(images)].cpu().numpy()
 

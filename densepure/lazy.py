@@ -37,6 +37,11 @@ class Savings:
 
 NO_SAVINGS = Savings(lazy_votes=False, skip_hopeless=False, stop_abstain=False)
 
+# With certain abstention, the estimation draws due at a time are those up to N / LOOKAHEAD past the settled prefix:
+# work on draws past the point where an image stops is lost, so an image does not run far ahead of its own decision
+# (the calls are filled from other images, or with the draws further on when nothing else can fill them).
+LOOKAHEAD = 8
+
 
 class ImageVotes:
     """The votes one store still needs of one image. ``labels`` (optional) resumes from votes computed earlier (a
@@ -69,8 +74,10 @@ class ImageVotes:
         self.stopped_at = self.N  # estimation rows that decide the image
         self.decided_abstain = False
         self._h = fewest_hits_to_certify(self.N, self.alpha)
-        # estimation rows are due from the start unless the selection may make them unnecessary
-        self.due = self.N0 if savings.skip_hopeless else rows
+        # Estimation rows are due from the start unless the selection may make them unnecessary; with certain
+        # abstention only a window of them past the settled prefix is (rows past a stop would be wasted work).
+        self.lookahead = max(1, -(-self.N // LOOKAHEAD)) if savings.stop_abstain else self.N
+        self.due = self.N0 if savings.skip_hopeless else min(rows, self.N0 + self.lookahead)
         self._refresh(np.arange(rows))
         self._advance()
 
@@ -118,13 +125,14 @@ class ImageVotes:
             self.phase = "estimation"
             self._misses = {k: 0 for k in self.Ks}
             self._checked = 0
-            self.due = self.N0 + self.N
+            self.due = min(self.N0 + self.N, self.N0 + self.lookahead)
         if self.phase == "estimation":
             self._check_estimation()
 
     def _check_estimation(self) -> None:
         settled = self.need[self.N0:] == 0
         prefix = int(np.argmin(settled)) if not settled.all() else self.N
+        self.due = min(self.N0 + self.N, self.N0 + prefix + self.lookahead)
         if prefix > self._checked and (self.savings.stop_abstain or self.savings.skip_hopeless):
             stop = self._first_decided_prefix(self._checked, prefix)
             if stop is not None and stop < self.N:

@@ -30,6 +30,9 @@ EXPECTED = Path(__file__).parent / "expected/default"
 LABELS_EQUAL = 0.99
 COUNT_SLACK = 1
 COUNT_COLUMNS = ("count", "both", "first_only", "second_only", "neither")  # images, in cells and paired tables
+# columns computed from the counts (their exactness is the first comparison's): everything else is the row's key
+DERIVED = ("certified_accuracy", "ci_low", "ci_high", "diff_vs_carlini", "diff_low", "diff_high", "mcnemar_p",
+           "first_accuracy", "second_accuracy", "difference")
 THEORY = ("theory_", "fig2_")  # outputs of the theory rules: not from the votes, compared exactly in both tiers
 # stored folder -> where a run writes it
 OUTPUTS = {"tables": Path("results/default/tables"), "figures": Path("paper_figures/default")}
@@ -48,13 +51,14 @@ def count_differences(fresh: pd.DataFrame, stored: pd.DataFrame) -> tuple[int, s
     counts = [c for c in COUNT_COLUMNS if c in stored.columns]
     if list(fresh.columns) != list(stored.columns) or len(fresh) != len(stored) or not counts:
         return 10**9, f"columns or rows differ ({fresh.shape} vs {stored.shape})"
-    keys = [c for c in stored.columns if stored[c].dtype == object and c not in counts]
-    if keys and not fresh[keys].fillna("").equals(stored[keys].fillna("")):
+    keys = [c for c in stored.columns if c not in counts and c not in DERIVED]
+    if keys and not fresh[keys].astype(str).equals(stored[keys].astype(str)):
         return 10**9, "the rows' keys differ"
     diff = (fresh[counts].to_numpy(float) - stored[counts].to_numpy(float))
     worst = np.nanmax(np.abs(diff)) if diff.size else 0
     where = np.unravel_index(np.nanargmax(np.abs(diff)), diff.shape) if diff.size else (0, 0)
-    return int(worst), f"row {where[0]} ({stored.iloc[where[0]][keys].to_dict() if keys else ''})"
+    shown = [c for c in ("method_key", "sigma", "b", "K", "radius") if c in keys]
+    return int(worst), f"row {where[0]} ({stored.iloc[where[0]][shown].to_dict()})"
 
 
 def label_agreement(fresh_votes: Path, stored_votes: Path) -> dict[str, tuple[float, int]]:
