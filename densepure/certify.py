@@ -564,14 +564,18 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
             parts[name] = _image_votes(target, image_id, label, alpha, num_classes)
         return ImageJob(image_id, label, parts["dp"], parts["os"], claims=claims)
 
-    def ready(job: ImageJob):
-        """The job with its image, or None (after releasing its claims) when nothing is left to compute."""
-        if not job.done:
-            return job, dataset[job.image_id][0]
+    def release(job: ImageJob) -> None:
+        """Give the image's claims back and show its stored results in the TSVs."""
         for claim in job.claims:
             claim.release()
         for target in targets:
             refresh_tsv(target, job.image_id)
+
+    def ready(job: ImageJob):
+        """The job with its image, or None (after releasing its claims) when nothing is left to compute."""
+        if not job.done:
+            return job, dataset[job.image_id][0]
+        release(job)
         counts["skipped"] += 1
         if progress:
             progress.skipped(1)
@@ -583,10 +587,7 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
             if part is not None:
                 target.store.write(job.image_id, part.labels, job.label, extra=extra, served=part.served(),
                                    stop=part.stop)
-        for claim in job.claims:
-            claim.release()
-        for target in targets:
-            refresh_tsv(target, job.image_id)
+        release(job)
         counts["computed"] += 1
         if progress:
             rows = (job.dp or job.os).labels.shape[0]

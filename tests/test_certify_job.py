@@ -210,3 +210,23 @@ def test_repeated_ids_are_certified_once(models, tmp_path, capsys):
     assert main(args(models, tmp_path, ids="3,3,4")) == 0
     assert [r["idx"] for r in read_tsv(tmp_path / "result.tsv")] == ["3", "4"]
     assert "repeated" in capsys.readouterr().err
+
+
+def test_a_table_of_images_from_different_versions_says_so(models, tmp_path, capsys):
+    """Provenance: every stored image records the package version (and commit) that computed it; a table built
+    from images of different versions names them."""
+    assert main(args(models, tmp_path, ids="0,7")) == 0
+    rows = read_tsv(tmp_path / "result.tsv")
+    assert all(r["version"] for r in rows)
+    record = VotesStore.open(tmp_path / "votes").read(0)
+    assert record.provenance["version"] and rows[0]["version"].startswith(record.provenance["version"])
+    lines = (tmp_path / "result.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    old = lines[2].split("\t")
+    old[header.index("version")] = "0.0.9"  # an image computed before an upgrade
+    (tmp_path / "mixed.tsv").write_text("\n".join([lines[0], lines[1], "\t".join(old)]) + "\n")
+    capsys.readouterr()
+    assert main(["table", "--artifact", "mixed", "--results", str(tmp_path / "mixed.tsv"), "--outdir",
+                 str(tmp_path / "tables"), "--radii", "0", "0.5"]) == 0
+    assert "different densepure versions" in capsys.readouterr().err
+    assert "0.0.9 (1 image rows)" in (tmp_path / "tables" / "mixed.md").read_text()

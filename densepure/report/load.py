@@ -24,7 +24,7 @@ OPTIONAL_COLUMNS = ["N0", "N", "alpha", "precision"]
 VOTE_COLUMNS = ["nA", "n", "stop"]
 SETTING_KEYS = ["dataset", "classifier", "method", "sigma", "b", "K", "N0", "N", "alpha", "precision"]
 TEXT_COLUMNS = ["predict", "radius", "time", "dataset", "classifier", "method", "precision", "stop", "method_label",
-                "source"]
+                "source", "version"]
 
 
 def result_files(paths: Iterable[str | Path], log=None) -> list[Path]:
@@ -145,3 +145,15 @@ def print_summary(results: pd.DataFrame, file=None) -> None:
     settings = results[SETTING_KEYS].drop_duplicates()
     print(f"read {len(results)} image rows of {len(settings)} setting(s) from "
           f"{results['source_file'].nunique()} file(s)", file=file or sys.stderr)
+
+
+def versions_note(results: pd.DataFrame) -> str:
+    """A sentence naming the package versions that computed the results' images when there are several (a store
+    extended after an upgrade mixes them), '' otherwise."""
+    if "version" not in results:
+        return ""
+    counts = results.loc[results["version"].astype(str) != "", "version"].value_counts()
+    if len(counts) < 2:
+        return ""
+    listed = ", ".join(f"{version} ({n} image rows)" for version, n in counts.sort_index().items())
+    return f"Computed by different densepure versions: {listed}."

@@ -56,6 +56,7 @@ class Table:
     settings: list[Reported]
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
     spec: dict = field(default_factory=dict)
+    provenance: str = ""  # which package versions computed the images, when several did
 
 
 def labels_for(results: pd.DataFrame, spec: dict) -> dict[str, str]:
