@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Issue 7 GPU check: `densepure certify` reference-equivalent vs fast mode on one GPU, full-size networks with random
-# weights (ADM-256 + BEiT-large-512, the CIFAR-10 50M UNet + ViT-B/16). One command, at most 8 minutes:
+# GPU check: `densepure certify` reference-equivalent vs fast mode on one GPU, full-size networks with random weights
+# (ADM-256 + BEiT-large-512, the CIFAR-10 50M UNet + ViT-B/16), then the paper's cost at the measured rates with and
+# without the exact savings (their share of UNet and classifier calls, applied to those rates: the savings change
+# what is computed, not how fast). One command, at most 8 minutes:
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR [ARGS...]]   # OUT_DIR: $OUT if set, else benchmarks/results; ARGS go to
 #                                                      # benchmarks/throughput.py (e.g. --smoke for a CPU try)
@@ -26,6 +28,11 @@ if [ $status -ne 0 ] && [ -f "$out/throughput.json" ]; then
     "$py" benchmarks/throughput.py --print "$out/throughput.json" > "$out/throughput.md"
 fi
 cat "$out/throughput.md"
-[ -f "$out/throughput.json" ] && "$py" -m densepure.estimate --configfile config/paper.yaml \
-    --rates "$out/throughput.json" | sed -n 3p
+if [ -f "$out/throughput.json" ]; then
+    for savings in --no-savings --savings; do
+        echo "== the paper's cost at these rates ($savings)"
+        "$py" -m densepure.estimate --configfile config/paper.yaml --rates "$out/throughput.json" $savings \
+            | grep -E "^(total|throughputs|With the savings)|stores, (assumed|measured)"
+    done
+fi
 exit $status

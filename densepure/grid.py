@@ -179,8 +179,9 @@ def one_shot_providers(config: dict) -> dict[str, dict[int, str]]:
 def _one_shot_providers(config: dict) -> dict[str, dict[int, str]]:
     """``{one-shot store: {image id: DensePure store}}``: the images of the one-shot baseline (``onestep``) whose
     votes a DensePure job of the same dataset, classifier and sigma computes on the way (its first reverse step is
-    the one-shot's network call), so they need no job of their own. Each id goes to the first DensePure store, in
-    grid order, that certifies it. Empty when ``savings.one_shot_from_densepure`` is off."""
+    the one-shot's network call), so they need no job of their own. Each id goes to the DensePure store that
+    certifies it with the most reverse steps and votes (the main setting, which a table computes anyway, before an
+    ablation's). Empty when ``savings.one_shot_from_densepure`` is off."""
     if not savings(config)["one_shot_from_densepure"]:
         return {}
     stores = settings(config)
@@ -189,7 +190,7 @@ def _one_shot_providers(config: dict) -> dict[str, dict[int, str]]:
         if one_shot.key.method != "onestep":
             continue
         provided: dict[int, str] = {}
-        for dp in stores:
+        for dp in sorted(stores, key=lambda t: (-t.key.b, -t.K, t.name)):
             key = dp.key
             if (key.dataset, key.classifier, key.sigma) != (one_shot.key.dataset, one_shot.key.classifier,
                                                              one_shot.key.sigma) or key.one_shot:
@@ -220,16 +221,18 @@ def job_shards(config: dict, setting: Setting) -> list[list[int]]:
     return shards(setting, size)
 
 
-def shards_for(config: dict, setting: Setting) -> list[tuple[str, int]]:
-    """(store, shard) of every certification job that writes votes of ``setting``'s store: its own jobs, and for a
-    one-shot store the jobs of the DensePure stores that provide its images."""
-    own = [(setting.name, i) for i in range(len(job_shards(config, setting)))]
+def shards_for(config: dict, setting: Setting, ids: Iterable[int] | None = None) -> list[tuple[str, int]]:
+    """(store, shard) of every certification job that writes votes of ``setting``'s store (of its images among
+    ``ids``, all if None): its own jobs, and for a one-shot store the jobs of the DensePure stores that provide
+    them."""
+    wanted = set(setting.ids if ids is None else ids)
+    own = [(setting.name, i) for i, shard in enumerate(job_shards(config, setting)) if wanted & set(shard)]
     provided = one_shot_providers(config).get(setting.name, {})
     providers = []
     for name in sorted(set(provided.values())):
         dp = setting_by_name(config, name)
-        for i, ids in enumerate(job_shards(config, dp)):
-            if any(provided.get(j) == name for j in ids):
+        for i, shard in enumerate(job_shards(config, dp)):
+            if any(provided.get(j) == name and j in wanted for j in shard):
                 providers.append((name, i))
     return own + providers
 

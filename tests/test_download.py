@@ -264,7 +264,7 @@ def test_workflow_downloads_the_diffusion_checkpoint(server, tmp_path):
     (work / "test.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     result = subprocess.run([sys.executable, "-m", "snakemake", "checkpoints/digits-unet.pt", "--cores", "1",
-                             "--configfile", "test.yaml"], cwd=work, env=env, timeout=300,
+                             "--configfile", "test.yaml", "--replace-workflow-config"], cwd=work, env=env, timeout=300,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "rule download_diffusion" in result.stdout

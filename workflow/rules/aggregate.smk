@@ -9,7 +9,9 @@ rule aggregate:
                 config,
                 grid.Aggregate(grid.SettingKey.parse(wc.key), int(wc.K), wc.images),
             )
-            for shard in shard_outputs(store.name)
+            for shard in shard_outputs(
+                store.name, grid.image_ids(config, wc.key.split("/")[0], wc.images)
+            )
         ],
     output:
         f"{RESULTS}/certify/{{key}}/K{{K}}-{{images}}.tsv",

@@ -99,13 +99,14 @@ def store_dir(store):
     return f"{WORK}/votes/{store}"
 
 
-def shard_outputs(store):
-    """The certification jobs' TSVs that mark a store's votes complete: its own jobs and, for the one-shot
-    baseline, the DensePure jobs that compute its votes on the way."""
+def shard_outputs(store, ids=None):
+    """The certification jobs' TSVs that mark a store's votes complete (of its images among ``ids``, all if None):
+    its own jobs and, for the one-shot baseline, the DensePure jobs that compute its votes on the way.
+    """
     setting = grid.setting_by_name(config, store)
     return [
         f"{WORK}/shards/{name}/shard{i}.tsv"
-        for name, i in grid.shards_for(config, setting)
+        for name, i in grid.shards_for(config, setting, ids)
     ]
 
 

@@ -75,7 +75,7 @@ rule compare:
     input:
         results=lambda wc: artifact_inputs(wc.artifact),
         paper=lambda wc: paper_numbers(wc.artifact),
-        images=paper_image_sets(),
+        images=lambda wc: paper_image_sets(),
     output:
         csv=f"{RESULTS}/compare/{{artifact}}.csv",
         html=report(
