@@ -262,22 +262,31 @@ class ImageJob:
     def first_step_rows(self, purifier: Purifier, limit: int, speculative: bool = False
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Up to ``limit`` draws whose first call is due (or, ``speculative``, wanted but not yet due): (draws, keep
-        for votes, one-shot label wanted)."""
+        for votes, one-shot label wanted). A first call serves both stores: its step is kept for every draw the
+        DensePure votes may still want, and a draw that only the one-shot store needs now but DensePure may want
+        later waits until it is due for both (or fills a call speculatively), so no draw's first call runs twice."""
         empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
         if self.done:
             return empty
         R = (self.dp or self.os).labels.shape[0]
-        want_dp = np.zeros(R, dtype=bool)
+        no = np.zeros(R, dtype=bool)
+        dp_wants = dp_due = no
         if self.dp is not None and not self.dp.done and purifier.shared_first_step:
-            want_dp = _wanted(self.dp, speculative)
-            want_dp[purifier.held(self.image_id)] = False
-        want_os = _wanted(self.os, speculative) if self.os is not None and not self.os.done else np.zeros(R, bool)
-        draws = np.flatnonzero(want_dp | want_os)[:limit]
-        return draws, want_dp[draws], want_os[draws]
+            dp_wants = self.dp.need > 0
+            dp_wants[purifier.held(self.image_id)] = False
+            dp_due = dp_wants & _wanted(self.dp, False)
+        os_wants = self.os.need > 0 if self.os is not None and not self.os.done else no
+        os_due = os_wants & _wanted(self.os, False) if os_wants.any() else no
+        due = dp_due | (os_due & ~dp_wants)
+        wanted = (dp_wants | os_wants) & ~due if speculative else due
+        draws = np.flatnonzero(wanted)[:limit]
+        return draws, dp_wants[draws], os_wants[draws]
 
-    def vote_rows(self, purifier: Purifier, limit: int, speculative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def vote_rows(self, purifier: Purifier, limit: int, speculative: bool = False, ahead: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``limit`` (draw, vote) rows due (or, ``speculative``, wanted but not yet due): the next votes of
-        draws whose first step is held (or any draw without the shared first step)."""
+        draws whose first step is held (or any draw without the shared first step). With ``ahead``, the votes of
+        due draws after the ones they ask for (kept only as far as the lazy rounds would have gone)."""
         empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         if self.dp is None or self.dp.done:
             return empty
@@ -287,6 +296,10 @@ class ImageJob:
         draws_out, votes_out, total = [], [], 0
         for d in due:
             m, n = int(self.dp.computed[d]), int(self.dp.need[d])
+            if ahead:  # the votes after those asked, up to K (the asked ones are in the same call)
+                m, n = m + n, self.dp.K - m - n
+                if n <= 0:
+                    continue
             take = min(n, limit - total)
             draws_out.append(np.full(take, d))
             votes_out.append(np.arange(m, m + take))
@@ -352,7 +365,8 @@ def _total(parts) -> int:
 class Scheduler:
     """Runs the images of a job through one :class:`Purifier`: fills every call from the images in progress,
     opening the next image when they cannot fill it; calls ``finish(job)`` when an image is done and
-    ``checkpoint(jobs)`` every ``checkpoint_seconds``."""
+    ``checkpoint(jobs)`` every ``checkpoint_seconds``. A call that would still be padded (the job's last images)
+    takes votes ahead of those its draws ask for, then rows not yet due: neither changes any stored vote."""
 
     def __init__(self, purifier: Purifier, finish: Callable[[ImageJob], None],
                  checkpoint: Callable[[list[ImageJob]], None] | None = None, checkpoint_seconds: float = 300.0,
@@ -389,6 +403,7 @@ class Scheduler:
             if firsts:  # a call that would be padded takes rows not yet due instead
                 self._run_first_steps(firsts + self._collect_first_steps(active, rows - _total(firsts), True))
             elif votes:
+                votes += self._collect_votes(active, rows - _total(votes), ahead=True)
                 self._run_votes(votes + self._collect_votes(active, rows - _total(votes), True))
             elif all(job.done for job in active) and source.exhausted:
                 self._finish_done(active)
@@ -406,12 +421,12 @@ class Scheduler:
             self.checkpoint(active)
             self.last_checkpoint = now
 
-    def _collect_votes(self, active, rows, speculative=False):
+    def _collect_votes(self, active, rows, speculative=False, ahead=False):
         out, total = [], 0
         for job in active:
             if total >= rows:
                 break
-            draws, votes = job.vote_rows(self.purifier, rows - total, speculative)
+            draws, votes = job.vote_rows(self.purifier, rows - total, speculative, ahead)
             if len(draws):
                 out.append((job, draws, votes))
                 total += len(draws)

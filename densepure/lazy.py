@@ -37,12 +37,6 @@ class Savings:
 
 NO_SAVINGS = Savings(lazy_votes=False, skip_hopeless=False, stop_abstain=False)
 
-# With certain abstention, the estimation draws due at a time are those up to N / LOOKAHEAD past the settled prefix:
-# work on draws past the point where an image stops is lost, so an image does not run far ahead of its own decision
-# (the calls are filled from other images, or with the draws further on when nothing else can fill them).
-LOOKAHEAD = 8
-
-
 class ImageVotes:
     """The votes one store still needs of one image. ``labels`` (optional) resumes from votes computed earlier (a
     checkpoint, or a stored image extended to more Ks or a larger K): they are kept and only missing votes asked.
@@ -75,9 +69,8 @@ class ImageVotes:
         self.decided_abstain = False
         self._h = fewest_hits_to_certify(self.N, self.alpha)
         # Estimation rows are due from the start unless the selection may make them unnecessary; with certain
-        # abstention only a window of them past the settled prefix is (rows past a stop would be wasted work).
-        self.lookahead = max(1, -(-self.N // LOOKAHEAD)) if savings.stop_abstain else self.N
-        self.due = self.N0 if savings.skip_hopeless else min(rows, self.N0 + self.lookahead)
+        # abstention only those before the earliest possible stop are (work on rows past a stop is lost).
+        self.due = self.N0 if savings.skip_hopeless else self.N0 + self._needed_rows(0, {k: 0 for k in self.Ks})
         self._refresh(np.arange(rows))
         self._advance()
 
@@ -104,13 +97,31 @@ class ImageVotes:
             return
         order = np.lexsort((votes, rows))
         rows, votes, labels = rows[order], votes[order], labels[order]
-        self.labels[rows, votes] = labels
         touched = np.unique(rows)
+        asked = self.computed[touched] + self.need[touched]
+        self.labels[rows, votes] = labels
         if not _is_prefix(self.labels[touched]):
             raise ValueError("votes of a row must be recorded in seed order")
         self.computed[touched] = (self.labels[touched] >= 0).sum(axis=1)
+        if self.savings.lazy_votes:
+            self._keep_settling_votes(touched[self.computed[touched] > asked], asked[self.computed[touched] > asked])
         self._refresh(touched)
         self._advance()
+
+    def _keep_settling_votes(self, rows: np.ndarray, asked: np.ndarray) -> None:
+        """Rows given more votes than were asked (``asked``: the fewest that could settle them) keep only those that
+        the lazy rounds would have computed: round after round of the fewest that could settle, up to the first
+        prefix that settles. So a row ends with the same votes however many were computed ahead."""
+        for row, m in zip(rows, asked):
+            have = int(self.computed[row])
+            while m < have:
+                prefix = np.where(np.arange(self.K) < m, self.labels[row], NOT_COMPUTED)[None]
+                more = int(votes_to_settle(prefix, self.Ks)[0])
+                if more == 0:
+                    self.labels[row, m:] = NOT_COMPUTED
+                    self.computed[row] = m
+                    break
+                m += more
 
     def _advance(self) -> None:
         """Move to the next phase or stop, as far as the rows computed allow."""
@@ -125,14 +136,13 @@ class ImageVotes:
             self.phase = "estimation"
             self._misses = {k: 0 for k in self.Ks}
             self._checked = 0
-            self.due = min(self.N0 + self.N, self.N0 + self.lookahead)
+            self.due = self.N0 + self._needed_rows(0, self._misses)
         if self.phase == "estimation":
             self._check_estimation()
 
     def _check_estimation(self) -> None:
         settled = self.need[self.N0:] == 0
         prefix = int(np.argmin(settled)) if not settled.all() else self.N
-        self.due = min(self.N0 + self.N, self.N0 + prefix + self.lookahead)
         if prefix > self._checked and (self.savings.stop_abstain or self.savings.skip_hopeless):
             stop = self._first_decided_prefix(self._checked, prefix)
             if stop is not None and stop < self.N:
@@ -141,6 +151,20 @@ class ImageVotes:
             self._checked = prefix
         if prefix == self.N:
             self._finish("complete", self.N)
+            return
+        self.due = self.N0 + self._needed_rows(prefix, self._misses)
+
+    def _needed_rows(self, prefix: int, misses: dict) -> int:
+        """How many estimation rows (counted from the first) are certainly used, given ``misses[k]`` among the first
+        ``prefix``: the image stops only once every live K' (not hopeless) has more than N - h misses, so even if
+        every later row misses it stops after no fewer than prefix + max_k' (N - h + 1 - misses[k']) rows; rows
+        before that are part of whatever prefix decides it. Without certain abstention every row is used."""
+        if not self.savings.stop_abstain:
+            return self.N
+        live = [k for k in self.Ks if not (self.phase == "estimation" and self.savings.skip_hopeless
+                                             and self.selected[k] != self.label)]
+        earliest_stop = prefix + max(self.N - self._h + 1 - misses[k] for k in live)
+        return min(self.N, max(prefix + 1, earliest_stop))
 
     def _first_decided_prefix(self, start: int, stop: int) -> int | None:
         """The least n in (start, stop] after which every served K' is decided (hopeless, or certain to abstain),

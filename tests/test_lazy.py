@@ -54,6 +54,7 @@ class FakePurifier:
         self.stats: dict[int, dict[int, bool]] = {}
         self.first_rows = self.vote_rows = 0
         self.computed: list[tuple[int, int]] = []  # (draw, vote) of every vote row
+        self.first_calls: list[tuple[int, int]] = []  # (image, draw) of every first-step row
 
     def add_image(self, image_id, x):
         self.stats[image_id] = {}
@@ -71,6 +72,7 @@ class FakePurifier:
     def first_steps(self, images, draws, keep, one_shot):
         assert len(draws) <= self.rows
         self.first_rows += len(draws)
+        self.first_calls += list(zip(images.tolist(), draws.tolist()))
         for i, d, k in zip(images, draws, keep):
             if k:
                 self.stats[int(i)][int(d)] = True
@@ -193,6 +195,33 @@ def test_schedule_and_batch_size_do_not_change_the_votes():
             np.testing.assert_array_equal(dp[i].labels, runs[0][0][i].labels)
             np.testing.assert_array_equal(os[i].labels, runs[0][1][i].labels)
             assert dp[i].stop == runs[0][0][i].stop
+
+
+def test_votes_computed_ahead_are_kept_only_as_far_as_the_lazy_rounds_go():
+    """A row given all K votes at once ends with exactly the votes the rounds of fewest-that-could-settle would have
+    computed (the scheduler computes votes ahead to fill a call that would otherwise be padded)."""
+    savings = Savings(lazy_votes=True, skip_hopeless=False, stop_abstain=False)
+    for i in IMAGES[:6]:
+        Ks = [1, 3, K]
+        rounds = ImageVotes(int(ORACLE.labels[i]), K, Ks, N0, N, ALPHA, CLASSES, savings)
+        while not rounds.done:
+            rows = np.flatnonzero(rounds.need)
+            draws = np.repeat(rows, rounds.need[rows])
+            votes = np.concatenate([np.arange(rounds.computed[r], rounds.computed[r] + rounds.need[r]) for r in rows])
+            rounds.record(draws, votes, ORACLE.table[i, draws, votes])
+        ahead = ImageVotes(int(ORACLE.labels[i]), K, Ks, N0, N, ALPHA, CLASSES, savings)
+        draws, votes = np.divmod(np.arange((N0 + N) * K), K)
+        ahead.record(draws, votes, ORACLE.table[i, draws, votes])
+        assert ahead.done
+        np.testing.assert_array_equal(ahead.labels, rounds.labels)
+
+
+def test_no_draw_has_its_first_call_twice():
+    """The first call of a draw serves DensePure's votes and the one-shot store together: a draw the one-shot store
+    needs before DensePure does waits for it, so no (image, draw) runs through the first call twice."""
+    for rows in (7, 64, 200):
+        _, _, purifier = run(ORACLE, IMAGES[:16], [1, 3, K], Savings(True, True, True), rows=rows)
+        assert len(purifier.first_calls) == len(set(purifier.first_calls))
 
 
 def test_resuming_from_any_partial_matrix_gives_the_same_votes():
