@@ -181,4 +181,6 @@ def test_certify_job_log_shows_each_image_and_a_summary(models, tmp_path):
 def test_certify_job_log_at_the_default_interval(models, tmp_path):
     """A fast job within the minute: the first image at once, then only the summary."""
     lines = log_lines(certify_log(models, tmp_path))
-    assert len(lines) == 2 and "(image 0: " in lines[0] and "job summary: 3 images certified" in lines[1], lines
+    # the first image to finish (images share the network calls, so it need not be image 0)
+    assert len(lines) == 2 and re.search(r"images 1/3 \(image [012]: ", lines[0]), lines
+    assert "job summary: 3 images certified" in lines[1], lines

@@ -551,7 +551,7 @@ def test_rules_run_with_the_python_that_runs_snakemake(tmp_path):
     assert [row.split("\t")[0] for row in (work / target).read_text().splitlines()[1:]] == ["0", "1", "2"]
     log = (work / "logs/tiny/certify/digits/digits-cnn/densepure-sigma0.5-b3-K3/shard0.log").read_text()
     lines = log.splitlines()
-    assert "images 1/3 (image 0: " in lines[0], log
+    assert re.search(r"images 1/3 \(image [012]: ", lines[0]), log  # the first image to finish, whichever
     assert "job summary: 3 images certified, 0 skipped as already done" in lines[-1], log
     assert "final loss" in (work / "logs/tiny/train/digits-unet.log").read_text()
 
