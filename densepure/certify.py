@@ -276,7 +276,7 @@ class ImageJob:
             dp_wants[purifier.held(self.image_id)] = False
             dp_due = dp_wants & _wanted(self.dp, False)
         os_wants = self.os.need > 0 if self.os is not None and not self.os.done else no
-        os_due = os_wants & _wanted(self.os, False) if os_wants.any() else no
+        os_due = _wanted(self.os, False) if os_wants.any() else no
         due = dp_due | (os_due & ~dp_wants)
         wanted = (dp_wants | os_wants) & ~due if speculative else due
         draws = np.flatnonzero(wanted)[:limit]

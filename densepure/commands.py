@@ -35,6 +35,11 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else the nearest folder above it that does (the current folder at worst)."""
+    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
+
+
 def check_writable(path: Path, option: str, folder: bool = False) -> None:
     """Refuse, before any work, an output ``path`` that cannot be written: a file where a folder is needed (or the
     other way round), a file on the way to it, or a nearest existing folder that is not writable."""
@@ -42,8 +47,7 @@ def check_writable(path: Path, option: str, folder: bool = False) -> None:
     if path.exists() and path.is_dir() != folder:
         found, wanted = ("file", "folder") if folder else ("folder", "file")
         raise ValueError(f"{option} {path} is a {found}; expected a {wanted}")
-    start = path if folder else path.parent
-    existing = next((p for p in (start, *start.parents) if p.exists()), Path("."))
+    existing = nearest_existing(path if folder else path.parent)
     if not existing.is_dir():
         raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -220,9 +224,8 @@ def writable_directory(directory: Path) -> None:
     from .votes import check_writable as probe
 
     directory = Path(directory)
-    existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("."))
     try:
-        probe(existing)
+        probe(nearest_existing(directory))
     except VotesError as err:
         raise VotesError(f"{directory} cannot be written: {err}") from None
 

@@ -103,8 +103,9 @@ class ImageVotes:
         if not _is_prefix(self.labels[touched]):
             raise ValueError("votes of a row must be recorded in seed order")
         self.computed[touched] = (self.labels[touched] >= 0).sum(axis=1)
-        if self.savings.lazy_votes:
-            self._keep_settling_votes(touched[self.computed[touched] > asked], asked[self.computed[touched] > asked])
+        over = self.computed[touched] > asked
+        if self.savings.lazy_votes and over.any():
+            self._keep_settling_votes(touched[over], asked[over])
         self._refresh(touched)
         self._advance()
 
@@ -130,7 +131,7 @@ class ImageVotes:
                 return
             selection = prefix_majority_votes(self.labels[:self.N0], self.Ks)
             self.selected = {k: selected_class(selection[k], self.num_classes) for k in self.Ks}
-            if self.savings.skip_hopeless and all(c != self.label for c in self.selected.values()):
+            if all(self._hopeless_at(k) for k in self.Ks):
                 self._finish("hopeless", 0)
                 return
             self.phase = "estimation"
@@ -154,6 +155,11 @@ class ImageVotes:
             return
         self.due = self.N0 + self._needed_rows(prefix, self._misses)
 
+    def _hopeless_at(self, k: int) -> bool:
+        """With ``skip_hopeless``, the class selected at K' = k is not the label: the image counts at no radius at k
+        whatever its estimation rows vote (known once the selection is settled)."""
+        return self.savings.skip_hopeless and self.selected[k] != self.label
+
     def _needed_rows(self, prefix: int, misses: dict) -> int:
         """How many estimation rows (counted from the first) are certainly used, given ``misses[k]`` among the first
         ``prefix``: the image stops only once every live K' (not hopeless) has more than N - h misses, so even if
@@ -161,8 +167,7 @@ class ImageVotes:
         before that are part of whatever prefix decides it. Without certain abstention every row is used."""
         if not self.savings.stop_abstain:
             return self.N
-        live = [k for k in self.Ks if not (self.phase == "estimation" and self.savings.skip_hopeless
-                                             and self.selected[k] != self.label)]
+        live = [k for k in self.Ks if not (self.phase == "estimation" and self._hopeless_at(k))]
         earliest_stop = prefix + max(self.N - self._h + 1 - misses[k] for k in live)
         return min(self.N, max(prefix + 1, earliest_stop))
 
@@ -174,7 +179,7 @@ class ImageVotes:
         first_all = start  # every K' decided after this many rows
         abstains = False
         for k in self.Ks:
-            if self.savings.skip_hopeless and self.selected[k] != self.label:
+            if self._hopeless_at(k):
                 continue  # hopeless at k: decided from the start
             if not self.savings.stop_abstain:
                 return None

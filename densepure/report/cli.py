@@ -158,7 +158,6 @@ def default_spec(results: pd.DataFrame, radii) -> dict:
 
 def _table(args) -> list[Path]:
     from .layout import write_table
-    from .load import versions_note
     from .spec import load_spec
     from .tables import table_artifact
 
@@ -169,7 +168,6 @@ def _table(args) -> list[Path]:
     if args.artifact == "table1" and args.paper:
         kwargs["paper_csv"] = args.paper
     table = table_artifact(results, spec, args.artifact, **kwargs)
-    table.provenance = versions_note(results)
     if table.provenance:
         print(f"densepure: warning: {table.provenance}", file=sys.stderr)
     paths = write_table(table, args.artifact, args.outdir)

@@ -220,7 +220,7 @@ def write_table(table, name: str, outdir: str | Path) -> list[Path]:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     row_keys, col_keys, wide = table_layout(cells)
-    note_text = " ".join(filter(None, [note(cells), getattr(table, "provenance", "")]))
+    note_text = " ".join(filter(None, [note(cells), table.provenance]))
     heading = title(cells, name, table.spec.get("source", "") if table.spec else "")
     stems = ["csv", "md", "tex", "html"]
     paths = [outdir / f"{name}.{ext}" for ext in stems] + [outdir / f"{name}_cells.csv", outdir / f"{name}_paired.csv"]

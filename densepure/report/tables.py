@@ -24,7 +24,7 @@ from .. import resources
 from . import spec as specs
 from .accuracy import accuracy_rows, max_certifiable_radius, select_rows
 from .labels import (BASELINES, METHOD_LABELS, classifier_label, dataset_label, method_label, method_order)
-from .load import result_labels
+from .load import result_labels, versions_note
 
 PAPER_DIR = resources.resource(resources.PAPER_NUMBERS)  # the paper's transcribed numbers (package data)
 ONE_SHOT = ("onestep", "carlini")
@@ -164,7 +164,8 @@ def table_cells(results: pd.DataFrame, spec: dict, artifact: str = "", radii_ext
     def radii_of(meta):
         return sorted(set(specs.radii(by_panel[meta["panel"]])) | {float(r) for r in radii_extra})
 
-    return Table(artifact, cells_of(settings, radii_of, artifact), settings, spec=spec)
+    return Table(artifact, cells_of(settings, radii_of, artifact), settings, spec=spec,
+                 provenance=versions_note(results))
 
 
 def table2(results: pd.DataFrame, spec: dict, **kw) -> Table:
