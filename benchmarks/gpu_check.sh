@@ -31,7 +31,7 @@ cat "$out/throughput.md"
 if [ -f "$out/throughput.json" ]; then
     for savings in --no-savings --savings; do
         echo "== the paper's cost at these rates ($savings)"
-        "$py" -m densepure.estimate --configfile config/paper.yaml --rates "$out/throughput.json" $savings \
+        "$py" -m densepure estimate --configfile config/paper.yaml --rates "$out/throughput.json" $savings \
             | grep -E "^(total|throughputs|With the savings)|stores, (assumed|measured)"
     done
 fi

@@ -29,17 +29,19 @@ from pathlib import Path
 
 import torch
 
-from densepure import grid
-from densepure.certify import Purifier, StoreTarget, run_certification
-from densepure.classifiers import build_classifier
-from densepure.commands import one_shot_setting
-from densepure.data import load_dataset
-from densepure.diffusion import load_diffusion
-from densepure.estimate import load_config
-from densepure.lazy import NO_SAVINGS, Savings
-from densepure.results import Setting
-from densepure.schedule import make_plan, one_shot_plan
-from densepure.votes import VotesStore
+from densepure.core.lazy import NO_SAVINGS, Savings
+from densepure.core.methods import is_one_shot
+from densepure.core.schedule import make_plan, one_shot_plan
+from densepure.job.assemble import one_shot_setting
+from densepure.job.purifier import Purifier
+from densepure.job.results import Setting
+from densepure.job.runner import StoreTarget, run_certification
+from densepure.job.votes import VotesStore
+from densepure.models.classifiers import build_classifier
+from densepure.models.datasets import load_dataset
+from densepure.models.diffusion import load_diffusion
+from densepure.plan import grid
+from densepure.plan.validation import load_config
 
 ROWS = [
     ("reference (every vote from scratch)", False, NO_SAVINGS, False),
@@ -63,7 +65,7 @@ class Cost:
 def certify_store(net, classifier, schedule, setting: Setting, Ks, ids, rows, alpha, shared, savings, root: Path,
                   one_shot_store: Setting | None, dataset, cost: Cost) -> None:
     """One store's images (and, with ``one_shot_store``, that store's images from the same job)."""
-    one_shot = setting.b == 1 or setting.method == "onestep"
+    one_shot = is_one_shot(setting.method, setting.b)
     plan = make_plan(setting.sigma, setting.b, schedule, method=setting.method)
     targets = [StoreTarget(VotesStore(root / setting_name(setting), setting.as_dict(), num_classes=10,
                                       rows=setting.N0 + setting.N), setting, [1] if one_shot else Ks,

@@ -2,7 +2,7 @@
 
 For each suite (ImageNet: ADM-256 + BEiT-large-512; CIFAR-10: the 50M improved-diffusion UNet + ViT-B/16), with
 random weights, both modes are built exactly as ``densepure certify --mode reference|fast`` builds them
-(:func:`densepure.execution.resolve_execution`, :func:`densepure.certify.prepare_models`) and measured:
+(:func:`densepure.job.execution.resolve_execution`, :func:`densepure.job.certify.prepare_models`) and measured:
 
 * UNet images/s at the mode's network batch (reference: its batch of draws of one vote; fast: draws x votes), and
   its MFU: UNet FLOPs per image (counted by ``torch.utils.flop_counter`` on the meta device) x images/s over a
@@ -10,7 +10,7 @@ random weights, both modes are built exactly as ``densepure certify --mode refer
 * classifier images/s at the same batch;
 * end-to-end seconds per certified image at K = 40, b = 10 (the paper's main setting; the CPU-only ``digits`` suite:
   the embedded default's K = 10, b = 5) for N0 + N = 10,100 and 100,100 draws, extrapolated from
-  timed :class:`densepure.certify.Purifier` calls (noise generation, purification, preprocessing,
+  timed :class:`densepure.job.certify.Purifier` calls (noise generation, purification, preprocessing,
   classification: everything but data loading and certification arithmetic; no lazy votes or early stopping, whose
   savings are counted in calls by benchmarks/savings.py), and the ratio reference / fast;
 * how often the two modes' labels agree on the (draw, vote) cells both computed (same image, same seeds).
@@ -40,13 +40,13 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from densepure.certify import Purifier, prepare_models
-from densepure.classifiers import RandomWeightsWarning, build_classifier
-from densepure.execution import resolve_execution
-from densepure.schedule import make_plan, make_schedule
-from densepure.small_models import digits_unet_config
-from densepure.train import DIFFUSION_T
-from densepure.unet import UNetConfig, UNetModel, cifar10_config, imagenet256_config
+from densepure.core.schedule import make_plan, make_schedule
+from densepure.job.execution import resolve_execution
+from densepure.job.networks import prepare_models
+from densepure.job.purifier import Purifier
+from densepure.models.classifiers import RandomWeightsWarning, build_classifier
+from densepure.models.small_models import DIFFUSION_T, digits_unet_config
+from densepure.models.unet import UNetConfig, UNetModel, cifar10_config, imagenet256_config
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DRAWS = {"N=10000": 100 + 10_000, "N=100000": 100 + 100_000}  # N0 = 100, as in the paper

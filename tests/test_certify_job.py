@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from densepure.cli import main
-from densepure.diffusion import save_bundle
-from densepure.schedule import cosine_schedule
-from densepure.small_models import DigitsCNN, digits_unet_config
-from densepure.unet import UNetModel
-from densepure.votes import VotesStore
+from densepure.cli.main import main
+from densepure.core.schedule import cosine_schedule
+from densepure.job.votes import VotesStore
+from densepure.models.diffusion import save_bundle
+from densepure.models.small_models import DigitsCNN, digits_unet_config
+from densepure.models.unet import UNetModel
 
 CERTIFIED = ("idx", "label", "predict", "radius", "correct")
 
@@ -103,7 +103,7 @@ def test_one_shot_from_densepure_equals_a_separate_one_shot_job(models, tmp_path
 
 
 def run_cli(arguments: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "densepure.cli", *arguments], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "densepure", *arguments], capture_output=True, text=True,
                           **kwargs)
 
 
@@ -113,7 +113,7 @@ def test_sigkill_in_the_middle_of_an_image_resumes_from_its_checkpoint(models, t
     heavy = {"--ids": "5", "--N": 1500, "--K": 3, "--b": 2, "--N0": 10, "--checkpoint-seconds": 0.2}
     assert run_cli(args(models, tmp_path / "straight", "--no-stop-abstain", **heavy)).returncode == 0
     killed = args(models, tmp_path / "killed", "--no-stop-abstain", **heavy)
-    proc = subprocess.Popen([sys.executable, "-m", "densepure.cli", *killed])
+    proc = subprocess.Popen([sys.executable, "-m", "densepure", *killed])
     partial = tmp_path / "killed" / "votes" / "5.partial.npz"
     deadline = time.monotonic() + 300
     while not partial.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -142,7 +142,7 @@ def test_two_jobs_on_one_store_split_the_images(models, tmp_path):
     store = tmp_path / "shared"
     loud = lambda j: [a for a in args(models, store, "--log-interval", 0, ids=ids,  # noqa: E731
                                       **{"--out": store / f"job{j}.tsv"}) if a != "--quiet"]
-    jobs = [subprocess.Popen([sys.executable, "-m", "densepure.cli", *loud(j)],
+    jobs = [subprocess.Popen([sys.executable, "-m", "densepure", *loud(j)],
                              stderr=subprocess.PIPE, text=True) for j in (0, 1)]
     logs = [job.communicate()[1] for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], logs
@@ -195,14 +195,14 @@ def test_unwritable_store_is_found_before_any_model_loads(models, tmp_path, caps
 def test_a_full_disk_is_one_line(tmp_path, monkeypatch):
     import errno
 
-    from densepure import votes
+    from densepure.files import atomic
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(votes.os, "fsync", full)
-    with pytest.raises(votes.VotesError, match="No space left on device") as err:
-        votes.check_writable(tmp_path)
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(atomic.WriteError, match="No space left on device") as err:
+        atomic.probe_writable(tmp_path)
     assert "\n" not in str(err.value) and not list(tmp_path.iterdir())  # nothing left behind
 
 

@@ -9,30 +9,25 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import load_npz
 from torch import nn
 
-from densepure import classifiers as C
-from densepure.classifiers import (
+from densepure.models import classifiers as C
+from densepure.models.checkpoints import CheckpointError, convert_hf_vit_state_dict, load_checkpoint_file
+from densepure.models.classifiers import (
     Classifier,
     ClassifierError,
-    ClassifierInput,
     ClassifierSpec,
-    Normalization,
     RandomWeightsWarning,
-    WideResNet,
     build_classifier,
-    convert_hf_vit_state_dict,
     get_classifier_spec,
     list_classifiers,
-    load_checkpoint_file,
-    pil_bilinear_resize_levels,
     register_classifier,
-    resize,
 )
+from densepure.models.preprocessing import ClassifierInput, Normalization, pil_bilinear_resize_levels, resize
+from densepure.models.wideresnet import WideResNet
 
-from conftest import load_npz
-
-pytestmark = pytest.mark.filterwarnings("ignore::densepure.classifiers.RandomWeightsWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::densepure.models.classifiers.RandomWeightsWarning")
 
 BUILTINS = ["beit-large-512", "vit-b16-cifar10", "wrn-28-10", "wrn-50-2", "resnet-152", "mixer-b16-miil"]
 
@@ -323,9 +318,9 @@ def test_timm_any_model_uses_its_config():
 
 def test_missing_checkpoint_names_path(tmp_path):
     path = tmp_path / "nope" / "wide-resnet-28x10.t7"
-    with pytest.raises(ClassifierError, match="not found.*wide-resnet-28x10.t7"):
+    with pytest.raises(CheckpointError, match="not found.*wide-resnet-28x10.t7"):
         build_classifier("wrn-28-10", checkpoint=path, depth=10, widen_factor=1)
-    with pytest.raises(ClassifierError, match="no model.safetensors"):
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
         load_checkpoint_file(tmp_path)
 
 
@@ -334,16 +329,16 @@ def test_wrong_keys_name_first_key_and_path(tmp_path):
     sd["conv_first.weight"] = sd.pop("conv1.weight")
     path = tmp_path / "bad.pth"
     torch.save(sd, path)
-    with pytest.raises(ClassifierError) as info:
+    with pytest.raises(CheckpointError) as info:
         build_classifier("wrn-28-10", checkpoint=path, depth=10, widen_factor=1)
     message = str(info.value)
     assert "\n" not in message and "bad.pth" in message
     assert "missing keys (first: conv1.weight)" in message and "unexpected keys (first: conv_first.weight)" in message
     torch.save(WideResNet(10, 1, 0.3, 10).state_dict(), tmp_path / "ok.pth")
-    with pytest.raises(ClassifierError, match="ok.pth: shape mismatch for linear.weight"):
+    with pytest.raises(CheckpointError, match="ok.pth: shape mismatch for linear.weight"):
         build_classifier("wrn-28-10", checkpoint=tmp_path / "ok.pth", num_classes=5, depth=10, widen_factor=1)
     (tmp_path / "junk.pth").write_bytes(b"not a pickle")
-    with pytest.raises(ClassifierError, match="cannot read checkpoint.*junk.pth"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint.*junk.pth"):
         load_checkpoint_file(tmp_path / "junk.pth")
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 from scipy.stats import beta, norm
 
-from densepure.cli import main
-from densepure.diffusion import save_bundle
-from densepure.schedule import cosine_schedule
-from densepure.small_models import DigitsCNN, digits_unet_config
-from densepure.unet import UNetModel
-from densepure.votes import VotesStore
+from densepure.cli.main import main
+from densepure.core.schedule import cosine_schedule
+from densepure.job.votes import VotesStore
+from densepure.models.diffusion import save_bundle
+from densepure.models.small_models import DigitsCNN, digits_unet_config
+from densepure.models.unet import UNetModel
 
 SIGMA, N0, N, K, B, ALPHA = 0.5, 5, 40, 3, 2, 0.01
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
@@ -90,7 +90,7 @@ def test_rerun_skips_finished_images(models, tmp_path):
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "densepure.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "densepure", *args], capture_output=True, text=True)
 
 
 def test_sigkill_and_resume_gives_identical_outputs(models, tmp_path):
@@ -100,7 +100,7 @@ def test_sigkill_and_resume_gives_identical_outputs(models, tmp_path):
     assert run_cli(certify_args(models, tmp_path / "straight", **heavy)).returncode == 0
 
     args = certify_args(models, tmp_path / "killed", **heavy)
-    proc = subprocess.Popen([sys.executable, "-m", "densepure.cli", *args])
+    proc = subprocess.Popen([sys.executable, "-m", "densepure", *args])
     deadline = time.monotonic() + 120
     while not list((tmp_path / "killed" / "votes").glob("*.npz")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -154,7 +154,7 @@ def test_votes_from_another_setting_or_truncated_are_refused(models, tmp_path):
 def test_votes_of_other_weights_under_the_same_names_are_refused(models, tmp_path):
     """The setting records each checkpoint's sha256: retrained weights saved under the same file name must not
     extend a store computed with the old ones."""
-    from densepure.download import sha256
+    from densepure.models.download import sha256
 
     unet = tmp_path / "unet.pt"
     unet.write_bytes(models["unet"].read_bytes())
@@ -267,7 +267,7 @@ def test_aggregate_out_mistakes_are_one_line(tmp_path, junk, capsys, out, messag
 @pytest.fixture
 def tiny_store(tmp_path) -> Path:
     """A votes store of images 0 and 1 with made-up votes: what aggregate reads, without computing anything."""
-    from densepure.results import Setting
+    from densepure.job.results import Setting
 
     store = VotesStore(tmp_path / "votes", Setting("digits", "bundle", "digits-cnn", SIGMA, B, K, N0, N).as_dict(),
                        num_classes=10, rows=N0 + N)
@@ -293,7 +293,7 @@ def test_aggregate_ids_mistakes_are_one_line(tiny_store, tmp_path, capsys, ids, 
     ("--out", "--out {tmp}/file/x: {tmp}/file is a file, not a folder"),
 ])
 def test_download_mistakes_are_one_line(tmp_path, junk, capsys, option, message):
-    from densepure.download import sha256
+    from densepure.models.download import sha256
 
     # a file already there with its digest in the lock file: nothing is downloaded (the URL goes nowhere)
     (tmp_path / "out.bin").write_bytes(junk["file"].read_bytes())
@@ -314,23 +314,23 @@ def test_download_mistakes_are_one_line(tmp_path, junk, capsys, option, message)
 def test_a_failed_allocation_is_one_line(monkeypatch, capsys, error):
     """What a --K or --batch too large for the machine ends in (the allocation itself is not provoked: a machine
     with enough memory would start computing)."""
-    from densepure import commands
+    from densepure.cli import models
 
     def fail(args):
         raise error
 
-    monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
+    monkeypatch.setattr(models, "run_classifiers", fail)
     assert cli_error(["classifiers"], capsys).startswith("densepure: error: out of memory")
 
 
 def test_other_runtime_errors_keep_their_traceback(monkeypatch):
     """Only user mistakes and the machine's limits are one line: a bug still shows where it is."""
-    from densepure import commands
+    from densepure.cli import models
 
     def fail(args):
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(commands.COMMANDS, "classifiers", fail)
+    monkeypatch.setattr(models, "run_classifiers", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["classifiers"])
 

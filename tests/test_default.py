@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-
 import stored_numbers as sn
+import yaml
 from conftest import ROOT, project_clone, run
-from densepure import execution
+
+from densepure.job import execution
 
 STORED = sn.stored_files()
 portable_cpu = pytest.mark.skipif(not execution.portable_cpu_env(),

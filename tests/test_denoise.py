@@ -9,10 +9,10 @@ reproduced the same tensors to < 1e-6, and we assert atol 1e-6 (values are O(1))
 import numpy as np
 import pytest
 import torch
-
-from densepure import schedule as S
-from densepure.denoise import model_input, purify, sample_step, step_statistics
 from conftest import load_json, load_npz
+
+from densepure.core import schedule as S
+from densepure.core.denoise import model_input, purify, sample_step, step_statistics
 
 ATOL = 1e-6
 SCHEDULES = {"guided": S.linear_schedule(1000), "improved": S.cosine_schedule(4000)}

@@ -1,4 +1,4 @@
-"""Downloads through pooch with retries and the sha256 lock file (densepure.download, `densepure download`, the
+"""Downloads through pooch with retries and the sha256 lock file (densepure.models.download, `densepure download`, the
 workflow's download rules), against an HTTP server on 127.0.0.1 serving a temporary folder; and the committed lock
 file config/checksums.lock. No other network is used."""
 
@@ -21,8 +21,8 @@ import pooch
 import pytest
 import yaml
 
-from densepure import download as dl
-from densepure.cli import main
+from densepure.cli.main import main
+from densepure.models import download as dl
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, run
 
 TRACKED = ("work/default/models", "work/default/votes", "work/default/shards", "results/default",

@@ -12,17 +12,20 @@ import numpy as np
 import pytest
 import yaml
 
-from densepure import estimate as est
+from densepure.cli import estimate as estimate_cli
+from densepure.plan import estimate as est
+from densepure.plan import rates as plan_rates
+from densepure.plan import validation
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(argv: list[str]) -> tuple[int, str]:
     parser = argparse.ArgumentParser(prog="densepure")
-    est.add_estimate_command(parser.add_subparsers(dest="command", required=True))
+    estimate_cli.register(parser.add_subparsers(dest="command", required=True))
     out = io.StringIO()
     with redirect_stdout(out):
-        code = est.run_estimate(parser.parse_args(["estimate", *argv]))
+        code = estimate_cli.run_estimate(parser.parse_args(["estimate", *argv]))
     return code, out.getvalue()
 
 
@@ -61,8 +64,8 @@ def test_hand_computed_tiny_config(tmp_path, rates):
     """DensePure b = 4, K = 3 (the store holds the largest K): per draw 1 + 3 x 3 = 10 UNet calls at 100/s and
     3 classifier calls at 1000/s, i.e. 0.103 s; 100 draws -> 10.3 s per image, 412 s for 40 images, 3 jobs of
     <= 15 images (154.5 s the longest). One-shot: 100 x (1/100 + 1/1000) = 1.1 s per image, 44 s. Total 456 s."""
-    config = est.load_config(tiny_config(tmp_path))
-    rows, total = est.estimate(config, est.load_rates(rates))
+    config = validation.load_config(tiny_config(tmp_path))
+    rows, total = est.estimate(config, plan_rates.load_rates(rates))
     costs = {s.name: s for s in total.stores}
     dense = costs["digits/digits-cnn/densepure-sigma0.5-b4-K3"]
     one = costs["digits/digits-cnn/onestep-sigma0.5-b1-K1"]
@@ -81,8 +84,8 @@ def test_shared_stores_count_once_in_the_total(tmp_path, rates):
     panel = {"dataset": "digits", "classifiers": ["digits-cnn"], "sigmas": [0.5], "bs": [4], "Ks": [3],
              "methods": ["densepure", "onestep"], "images": "forty", "radii": [0.0]}
     baseline = dict(panel, methods=["onestep"], radii="curve")
-    config = est.load_config(tiny_config(tmp_path, tableA={"panels": [panel]}, fig3={"panels": [baseline]}))
-    rows, total = est.estimate(config, est.load_rates(rates))
+    config = validation.load_config(tiny_config(tmp_path, tableA={"panels": [panel]}, fig3={"panels": [baseline]}))
+    rows, total = est.estimate(config, plan_rates.load_rates(rates))
     hours = {r.name: r.hours for r in rows}
     assert hours["tableA"] == pytest.approx(456 / 3600)
     assert hours["fig3"] == pytest.approx(44 / 3600)  # the one-shot store, which Table A reads too
@@ -105,7 +108,7 @@ def test_one_imagenet_image_at_the_main_setting(tmp_path):
             "methods": ["densepure"], "images": "one", "radii": [0.0]}]}},
     }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
-    config = est.load_config(tmp_path / "c.yaml")
+    config = validation.load_config(tmp_path / "c.yaml")
     _, reference = est.estimate(config, shared_first_step=False)
     assert reference.unet_calls == 10_100 * 400 == 4_040_000
     assert reference.hours == pytest.approx(13.7, abs=0.05)
@@ -116,7 +119,7 @@ def test_one_imagenet_image_at_the_main_setting(tmp_path):
 
 
 def test_paper_grid_is_in_a_sane_range():
-    config = est.load_config(REPO / "config" / "paper.yaml")
+    config = validation.load_config(REPO / "config" / "paper.yaml")
     rows, total = est.estimate(config)
     hours = {r.target: r.hours for r in rows}
     assert set(hours) == {"table_1", "table_2", "table_A", "table_B", "fig_3", "fig_4_left", "fig_4_right",
@@ -162,14 +165,14 @@ def test_paper_estimate_warns_when_one_image_outlasts_the_job_time_limit(tmp_pat
 def test_savings_estimate_from_stated_assumptions_and_from_finished_votes(tmp_path, rates):
     """With the savings the estimate is lower and says where its shares come from: stated assumptions, or the
     votes of finished stores (here a store whose every image computed half its draws and a third of its votes)."""
-    from densepure import grid
-    from densepure.votes import VotesStore
+    from densepure.job.votes import VotesStore
+    from densepure.plan import grid
 
     code, text = run(["--configfile", str(REPO / "config" / "paper.yaml")])
     assert code == 0 and "assumed" in text and "1 - the paper's clean accuracy" in text
     ratio = float(text.split("x as much")[0].split()[-1])
     assert ratio >= 2.0, ratio  # the issue's target for the paper's grid
-    config = est.load_config(tiny_config(tmp_path))
+    config = validation.load_config(tiny_config(tmp_path))
     store = next(s for s in grid.settings(config) if not s.key.one_shot)
     votes = VotesStore(tmp_path / "votes" / store.name, {"K": 3})
     labels = np.zeros((100, 3), dtype=int)
@@ -186,18 +189,18 @@ def test_savings_estimate_from_stated_assumptions_and_from_finished_votes(tmp_pa
 def test_rates_file_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("classifiers: {beit-large-512: -3}\n")
-    with pytest.raises(est.RatesError, match="classifiers.beit-large-512"):
-        est.load_rates(bad)
+    with pytest.raises(plan_rates.RatesError, match="classifiers.beit-large-512"):
+        plan_rates.load_rates(bad)
     bad.write_text("gpus: 2\n")
-    with pytest.raises(est.RatesError, match="diffusion"):
-        est.load_rates(bad)
+    with pytest.raises(plan_rates.RatesError, match="diffusion"):
+        plan_rates.load_rates(bad)
 
 
 def test_missing_rate_names_the_model(tmp_path, monkeypatch):
     """A registered classifier the rate table does not know (here a copy of digits-cnn under another name)."""
     from dataclasses import replace
 
-    from densepure import classifiers
+    from densepure.models import classifiers
 
     my_net = replace(classifiers.CLASSIFIERS["digits-cnn"], name="my-net")
     monkeypatch.setitem(classifiers.CLASSIFIERS, "my-net", my_net)
@@ -206,8 +209,8 @@ def test_missing_rate_names_the_model(tmp_path, monkeypatch):
     config["classifiers"]["my-net"] = {"file": "my-net.pt"}
     config["artifacts"]["tableA"]["panels"][0]["classifiers"] = ["my-net"]
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(est.RatesError, match="'my-net'.*--rates"):
-        est.estimate(est.load_config(path))
+    with pytest.raises(plan_rates.RatesError, match="'my-net'.*--rates"):
+        est.estimate(validation.load_config(path))
 
 
 def test_invalid_config_is_refused(tmp_path):
@@ -216,4 +219,4 @@ def test_invalid_config_is_refused(tmp_path):
     config["typo"] = 1
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="typo"):
-        est.load_config(path)
+        validation.load_config(path)

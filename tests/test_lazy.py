@@ -1,6 +1,6 @@
 """Proof that the savings are exact, on randomised synthetic vote streams: lazy votes, hopeless images and certain
 abstention, each on and off, give identical certified outputs at every served K, and the lazy rows' majorities equal
-the full rows'. The streams run through the real scheduler (densepure.certify.Scheduler) with a label oracle in
+the full rows'. The streams run through the real scheduler (densepure.job.certify.Scheduler) with a label oracle in
 place of the networks, so batching, interleaving of images and resuming are exercised too."""
 
 from __future__ import annotations
@@ -10,12 +10,17 @@ import itertools
 import numpy as np
 import pytest
 
-from densepure.certify import ImageJob, Scheduler
-from densepure.lazy import NO_SAVINGS, ImageVotes, Savings
-from densepure.results import record_outcome
-from densepure.smoothing import (NOT_COMPUTED, fewest_hits_to_certify, lower_confidence_bound, prefix_majority_votes,
-                                 votes_to_settle)
-from densepure.votes import VoteRecord
+from densepure.core.lazy import NO_SAVINGS, ImageVotes, Savings
+from densepure.core.smoothing import (
+    NOT_COMPUTED,
+    fewest_hits_to_certify,
+    lower_confidence_bound,
+    prefix_majority_votes,
+    votes_to_settle,
+)
+from densepure.job.results import record_outcome
+from densepure.job.scheduler import ImageJob, Scheduler
+from densepure.job.votes import VoteRecord
 
 CLASSES, N0, N, K, ALPHA, SIGMA = 6, 20, 150, 9, 0.001, 0.5
 

@@ -67,7 +67,7 @@ def densepure(venv: dict, *args, check: bool = True) -> subprocess.CompletedProc
 
 
 def test_the_wheel_is_imported_not_the_checkout(venv):
-    out = run([venv["bin"] / "python", "-c", "import densepure, densepure.resources as r; print(densepure.__file__); "
+    out = run([venv["bin"] / "python", "-c", "import densepure, densepure.files.resources as r; print(densepure.__file__); "
                "print(r.resource(r.SCHEMA))"], cwd=venv["work"], env=venv["env"]).stdout.split()
     assert Path(out[0]).is_relative_to(venv["site"]), out
     assert Path(out[1]) == venv["site"] / "densepure/_resources/workflow/schemas/config.schema.yaml"

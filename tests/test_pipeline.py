@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 import torch
-
-from densepure import schedule as S
-from densepure.certify import Purifier, Setting, image_votes
-from densepure.denoise import purify, purify_votes
-from densepure.unet import UNetModel, config_from_fixture_meta, load_unet
 from conftest import FIXTURES, load_json, load_npz
+
+from densepure.core import schedule as S
+from densepure.core.denoise import purify, purify_votes
+from densepure.job.purifier import Purifier
+from densepure.job.results import Setting
+from densepure.job.scheduler import image_votes
+from densepure.models.unet import UNetModel, config_from_fixture_meta, load_unet
 
 SIGMA = 0.25
 SCHEDULES = {"guided": S.linear_schedule(1000), "improved": S.cosine_schedule(4000)}

@@ -18,9 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
-from densepure import grid
-from densepure.cli import main
-from densepure.plugins import PluginError, import_object
+from densepure.cli.main import main
+from densepure.models.plugins import PluginError, import_object
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -245,7 +244,7 @@ def test_certify_names_a_broken_plugin(plugins, tmp_path, capsys):
 def test_config_cross_checks(change, message):
     config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
                         "tiny-cnn", {"model": "m:g"})
-    from densepure.validation import check_config
+    from densepure.plan.validation import check_config
 
     check_config(config)
     change(config)
@@ -256,13 +255,14 @@ def test_config_cross_checks(change, message):
 
 
 def test_estimate_asks_for_the_rate_of_your_own_network(tmp_path):
-    from densepure import estimate as est
+    from densepure.plan import estimate as est
+    from densepure.plan import rates as plan_rates
 
     config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
                         "tiny-cnn", {"model": "m:g"})
-    with pytest.raises(est.RatesError, match="'tiny-eps' in fp32"):
+    with pytest.raises(plan_rates.RatesError, match="'tiny-eps' in fp32"):
         est.estimate(config)
-    rates = est.load_rates(None)
+    rates = plan_rates.load_rates(None)
     rates["diffusion"]["tiny-eps"] = {"fp32": 1000.0}
     rates["classifiers"]["tiny-cnn"] = 5000.0
     _, total = est.estimate(config, rates)

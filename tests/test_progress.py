@@ -1,4 +1,4 @@
-"""Progress of a long job (densepure.progress): the bar on a terminal, rate-limited dated lines in a log file, the
+"""Progress of a long job (densepure.job.progress): the bar on a terminal, rate-limited dated lines in a log file, the
 summary; then a real `densepure certify` job writing its log to a file."""
 
 import fcntl
@@ -12,11 +12,10 @@ import sys
 import termios
 from pathlib import Path
 
-import pytest
 import torch
-
-from densepure.progress import JobProgress
 from test_cli import models  # noqa: F401  (a fixture: the random-weight digits UNet and CNN of the CLI tests)
+
+from densepure.job.progress import JobProgress
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 

@@ -13,11 +13,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from report_helpers import abstain, cell, hopeless, ok, panel, write_tsv, wrong  # noqa: E402
 from scipy.stats import binom  # noqa: E402
 
 from densepure import report  # noqa: E402
-from densepure.smoothing import certified_accuracy, format_radius  # noqa: E402
-from report_helpers import abstain, cell, hopeless, ok, panel, wrong, write_tsv  # noqa: E402
+from densepure.cli import report as report_cli
+from densepure.core.smoothing import certified_accuracy, format_radius  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,7 +137,7 @@ def test_threshold_uses_three_significant_digits(tmp_path):
 
 
 def test_certified_at_is_the_reference_rule(results):
-    """Per-image flags agree with densepure.smoothing.certified_accuracy (the one definition of the rule)."""
+    """Per-image flags agree with densepure.core.smoothing.certified_accuracy (the one definition of the rule)."""
     for _, rows in results.groupby(["sigma", "method"]):
         flags = report.certified_at(rows, [0.0, 0.3, 0.5, 0.8, 1.2])
         correct = (rows["correct"] == 1) & (rows["predict"] != -1)
@@ -556,7 +557,7 @@ def test_image_sets_from_dataset_strings(tmp_path):
 # --- CLI -----------------------------------------------------------------------------------------------------------
 def _parser():
     parser = argparse.ArgumentParser(prog="densepure")
-    report.add_report_commands(parser.add_subparsers(dest="command", required=True))
+    report_cli.register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -570,8 +571,8 @@ def test_cli_table_and_figure(tsvs, tmp_path, capsys):
     parser = _parser()
     out = tmp_path / "out"
     common = ["--spec", str(spec_file), "--results", str(tsvs[0].parent), "--outdir", str(out)]
-    assert report.run_report(parser.parse_args(["table", "--artifact", "tableA", *common])) == 0
-    assert report.run_report(parser.parse_args(["figure", "--artifact", "fig3", "--run", "default", *common])) == 0
+    assert report_cli.run_report(parser.parse_args(["table", "--artifact", "tableA", *common])) == 0
+    assert report_cli.run_report(parser.parse_args(["figure", "--artifact", "fig3", "--run", "default", *common])) == 0
     _nonempty([out / "fig3.png", out / "fig3.pdf"])
     for name in ("tableA.tex", "tableA.html", "tableA_cells.csv", "tableA_paired.csv"):
         assert (out / name).is_file()
@@ -582,7 +583,7 @@ def test_cli_table_and_figure(tsvs, tmp_path, capsys):
 def test_cli_table_without_spec_shows_every_setting(tsvs, tmp_path):
     args = _parser().parse_args(["table", "--artifact", "all", "--results", *map(str, tsvs), "--outdir",
                                  str(tmp_path), "--radii", "0", "0.5"])
-    assert report.run_report(args) == 0
+    assert report_cli.run_report(args) == 0
     wide = pd.read_csv(tmp_path / "all.csv", dtype=str, keep_default_na=False)
     assert wide[["Method", "σ"]].values.tolist() == [["Carlini", "0.25"], ["Ours", "0.25"], ["Ours", "0.5"]]
     assert list(wide.columns) == ["Method", "σ", "ε=0.0", "ε=0.5"]
@@ -597,7 +598,7 @@ def test_cli_errors(tsvs, tmp_path):
     parser = _parser()
 
     def run(*argv):
-        return report.run_report(parser.parse_args(list(argv)))
+        return report_cli.run_report(parser.parse_args(list(argv)))
 
     common = ["--spec", str(spec_file), "--outdir", str(tmp_path / "o")]
     with pytest.raises(ValueError, match="unknown artifact 'tableZ'"):

@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from report_helpers import abstain, ok, write_tsv
 
 from densepure import report
+from densepure.cli import report as report_cli
+from densepure.job.results import Setting
+from densepure.job.votes import VotesStore
 from densepure.report.export import export_run
-from densepure.results import Setting
-from densepure.votes import VotesStore
-from report_helpers import abstain, ok, write_tsv
 
 
 def _store(path, device, K=40, b=10, method="densepure"):
@@ -55,9 +56,9 @@ def test_export_counts_early_stopped_draws_and_cli(tmp_path):
     assert cost["unet_calls"] == pytest.approx(np.mean([1100, 100, 500]) * 361)
     assert cost["device"].startswith("not recorded") and cost["gpu_seconds"] is None
     parser = argparse.ArgumentParser(prog="densepure")
-    report.add_report_commands(parser.add_subparsers(dest="command", required=True))
+    report_cli.register(parser.add_subparsers(dest="command", required=True))
     path = tmp_path / "export" / "x.json"
     args = parser.parse_args(["export", "--results", str(tsv), "--run", "x", "--out", str(path), "--radii", "0.5"])
-    assert report.run_report(args) == 0
+    assert report_cli.run_report(args) == 0
     data = json.loads(path.read_text())
     assert data["settings"][0]["certified_accuracy"][0]["radius"] == 0.5 and data["package_version"]

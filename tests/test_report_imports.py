@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from densepure import report
+from densepure.cli import report as report_cli
+from densepure.core.smoothing import certify_votes, format_radius
 from densepure.report import imports
-from densepure.smoothing import certify_votes, format_radius
 
 COHEN_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime"
 
@@ -35,7 +36,7 @@ ROWS = [(0, 3, 3, 0.61), (20, 5, 5, 0.12), (40, 1, -1, 0.0), (60, 7, 2, 0.4), (8
 
 def _parser():
     parser = argparse.ArgumentParser(prog="densepure")
-    report.add_report_commands(parser.add_subparsers(dest="command", required=True))
+    report_cli.register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -45,7 +46,7 @@ def test_import_cohen_log_and_rebuild_its_table_in_one_command(tmp_path, capsys)
         "import", "cohen", *map(str, logs), "--sigma", "0.25", "0.5", "--dataset", "cifar10", "--classifier",
         "resnet-110", "--method", "cohen", "--label", "RS (Cohen et al.)", "--out", str(tmp_path / "imported"),
         "--table", str(tmp_path / "tables")])
-    assert report.run_report(args) == 0
+    assert report_cli.run_report(args) == 0
     err = capsys.readouterr().err
     assert "noise_0.25.tsv -> " in err and "5 images, cifar10/resnet-110/cohen sigma=0.25 (defaults: N0=100, " \
                                            "N=100000, alpha=0.001, b=1, K=1, precision=fp32)" in err
@@ -151,7 +152,7 @@ def _reference_label_files(prefix, ids, labels, seeds, N0, N, rng):
 
 
 def test_densepure_label_files_become_a_votes_store_that_aggregates(tmp_path):
-    from densepure.cli import main
+    from densepure.cli.main import main
 
     rng = np.random.default_rng(0)
     (tmp_path / "exp" / "cifar10").mkdir(parents=True)
@@ -162,7 +163,7 @@ def test_densepure_label_files_become_a_votes_store_that_aggregates(tmp_path):
     args = _parser().parse_args(["import", "densepure-votes", "--predictions", prefix, "--labels", str(seed0),
                                  "--votes-dir", str(tmp_path / "votes"), "--dataset", "cifar10", "--classifier",
                                  "vit-b16-cifar10", "--sigma", "0.25", "--b", "10", "--N0", "10"])
-    assert report.run_report(args) == 0
+    assert report_cli.run_report(args) == 0
     setting = json.loads((tmp_path / "votes" / "setting.json").read_text())
     assert (setting["K"], setting["N0"], setting["N"], setting["b"]) == (5, 10, 50, 10)
     out = str(tmp_path / "agg" / "K{K}.tsv")

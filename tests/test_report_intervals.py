@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binom, norm
 
+from densepure.core.smoothing import format_radius, lower_confidence_bound
 from densepure.report import intervals, montecarlo
-from densepure.smoothing import format_radius, lower_confidence_bound
 
 
 def test_clopper_pearson_closed_forms():

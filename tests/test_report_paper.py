@@ -4,14 +4,16 @@ images: image sampling), Holm over a table, and their calibration by simulation.
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import beta as beta_dist, norm
+from report_helpers import ok, panel, write_tsv
+from scipy.stats import beta as beta_dist
+from scipy.stats import norm
 
 from densepure import report
+from densepure.cli import report as report_cli
+from densepure.core.smoothing import format_radius
 from densepure.report import paper as paper_mod
 from densepure.report.intervals import fisher_exact, holm
 from densepure.report.montecarlo import rerun_probabilities
-from densepure.smoothing import format_radius
-from report_helpers import ok, panel, write_tsv
 
 # --- calibration by simulation -------------------------------------------------------------------------------------
 # A synthetic "table": 2 methods x 3 sigmas x 5 radii = 30 cells on n = 500 images, certified like ImageNet
@@ -264,12 +266,12 @@ def test_cli_compare(table_a_reproduced, tmp_path, capsys):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump({"artifacts": {"tableA": spec}}))
     parser = argparse.ArgumentParser(prog="densepure")
-    report.add_report_commands(parser.add_subparsers(dest="command", required=True))
+    report_cli.register(parser.add_subparsers(dest="command", required=True))
     tsvs = sorted({str(p) for p in results["source_file"]})
     out = tmp_path / "cmp" / "tableA.csv"
     args = parser.parse_args(["compare", "--artifact", "tableA", "--spec", str(spec_file), "--results", *tsvs,
                               "--out", str(out)])
-    assert report.run_report(args) == 0
+    assert report_cli.run_report(args) == 0
     assert pd.read_csv(out)["status"].tolist() == ["ok"] * 30
     assert "30 cells: 30 consistent with the paper, 0 differ" in capsys.readouterr().out
     assert "<table>" in out.with_suffix(".html").read_text()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from densepure import grid
 from report_helpers import abstain, ok, wrong
+
+from densepure.plan import grid
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -25,7 +25,7 @@ def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def _results_for(config: dict, artifact: str, root: Path) -> None:
     """One TSV per aggregate the artifact reads, at the path the aggregate rule writes (3 kinds of rows)."""
-    from densepure.results import SETTING_COLUMNS, TSV_COLUMNS
+    from densepure.job.results import SETTING_COLUMNS, TSV_COLUMNS
 
     for agg in grid.aggregates(config, artifact):
         ids = grid.image_ids(config, agg.key.dataset, agg.images)

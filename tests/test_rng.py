@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from densepure import rng
+from densepure.core import rng
 
 
 def test_philox_known_answer():

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-
-from densepure import schedule as S
 from conftest import load_json, load_npz
+
+from densepure.core import schedule as S
 
 SCHEDULES = {"imagenet": S.linear_schedule(1000), "cifar10": S.cosine_schedule(4000)}
 FIXTURE_PREFIX = {"imagenet": "imagenet_linear1000", "cifar10": "cifar10_cosine4000"}

@@ -12,14 +12,11 @@ lists every job Snakemake submitted, completed, with the resources asked; the ou
 import os
 import re
 import subprocess
-import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, project_clone, run, tool_env
 
 START_SLURM = ROOT / "tools/slurm-localhost/start-slurm.sh"

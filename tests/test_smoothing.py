@@ -6,7 +6,7 @@ import pytest
 from conftest import load_json
 from scipy.stats import binom, norm
 
-from densepure.smoothing import (
+from densepure.core.smoothing import (
     ABSTAIN,
     MERGED_HEADER,
     Certificate,
@@ -128,7 +128,7 @@ def test_majority_vote_matches_slow_loop(K, classes):
 
 
 def test_majority_vote_chunked_path(monkeypatch):
-    import densepure.smoothing as smoothing
+    import densepure.core.smoothing as smoothing
 
     monkeypatch.setattr(smoothing, "_TABLE_ENTRIES", 64)  # forces many small chunks
     labels = np.random.default_rng(1).integers(0, 5, size=(333, 6))

@@ -1,4 +1,4 @@
-"""The stopping rules of lazy certification (densepure.smoothing): settled majorities, hopeless images, certain
+"""The stopping rules of lazy certification (densepure.core.smoothing): settled majorities, hopeless images, certain
 abstention. Each is checked against brute force over every way the missing votes or draws could turn out, and at
 its boundaries."""
 
@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from densepure.smoothing import (
-    fewest_hits_to_certify,
+from densepure.core.smoothing import (
     NOT_COMPUTED,
+    fewest_hits_to_certify,
     lower_confidence_bound,
     majority_vote,
     must_abstain,

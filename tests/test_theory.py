@@ -1,7 +1,7 @@
-"""Section 3 of the paper on an exact diffusion model (densepure.theory): the closed-form denoiser, Theorem 3.1 with the
-real reverse sampler (densepure.denoise), Theorem 3.3's purifier, robust regions and radii, and DensePure vs one-shot.
+"""Section 3 of the paper on an exact diffusion model (densepure.theory.exact): the closed-form denoiser, Theorem 3.1 with the
+real reverse sampler (densepure.core.denoise), Theorem 3.3's purifier, robust regions and radii, and DensePure vs one-shot.
 
-Statistical tests use seeded noise (densepure.rng), so they are deterministic; their thresholds are chosen so that, if
+Statistical tests use seeded noise (densepure.core.rng), so they are deterministic; their thresholds are chosen so that, if
 the sampler were exact, a fresh seed would fail with probability below FAMILY_ALPHA = 1e-6 (Bonferroni over every
 p-value a test checks).
 """
@@ -16,9 +16,11 @@ import torch
 import yaml
 from scipy.stats import chi2
 
-from densepure import schedule as S
-from densepure import theory as T
-from densepure.denoise import step_statistics
+from densepure.cli.main import main
+from densepure.core import schedule as S
+from densepure.core.denoise import step_statistics
+from densepure.theory import exact as T
+from densepure.theory import radius, regions
 
 torch.set_num_threads(1)
 
@@ -156,16 +158,16 @@ def test_highest_density_point_is_the_argmax_against_a_brute_force_grid():
     grid = np.stack(np.meshgrid(ticks, ticks), -1).reshape(-1, 2)
     log_p = T.log_density(FIG2, grid)
     x_a = np.random.default_rng(2).uniform(-1, 1, (40, 2))
-    P = T.highest_density_point(FIG2, x_a, SIGMA_T)
+    P = regions.highest_density_point(FIG2, x_a, SIGMA_T)
     for row, p in zip(x_a, P):
         best = (log_p - ((grid - row) ** 2).sum(1) / (2 * SIGMA_T**2)).max()
-        assert T.log_objective(FIG2, p[None], row, SIGMA_T)[0] >= best - 1e-9
+        assert regions.log_objective(FIG2, p[None], row, SIGMA_T)[0] >= best - 1e-9
 
 
 @pytest.fixture(scope="module")
 def fig2_radii():
-    r, u_r = T.robust_radius(FIG2, 0, SIGMA_T)
-    r_sub, u_sub = T.sub_radius(FIG2, 0, SIGMA_T)
+    r, u_r = regions.robust_radius(FIG2, 0, SIGMA_T)
+    r_sub, u_sub = regions.sub_radius(FIG2, 0, SIGMA_T)
     return r, u_r, r_sub, u_sub
 
 
@@ -178,8 +180,8 @@ def test_robust_radius_is_the_distance_to_the_misclassified_region(fig2_radii):
     sphere = x0 + 0.999 * r * np.stack([np.cos(theta), np.sin(theta)], 1)
     g = np.random.default_rng(4)
     inside = x0 + r * np.sqrt(g.uniform(0, 1, (2000, 1))) * np.stack([np.cos(t := g.uniform(0, 7, 2000)), np.sin(t)], 1)
-    assert (T.purified_class(FIG2, np.vstack([sphere, inside]), SIGMA_T) == label).all()
-    assert T.purified_class(FIG2, (x0 + 1.001 * r * u_r)[None], SIGMA_T)[0] != label
+    assert (regions.purified_class(FIG2, np.vstack([sphere, inside]), SIGMA_T) == label).all()
+    assert regions.purified_class(FIG2, (x0 + 1.001 * r * u_r)[None], SIGMA_T)[0] != label
 
 
 def test_theorem33_sub_region_ball_is_inside_and_the_union_is_larger(fig2_radii):
@@ -191,12 +193,12 @@ def test_theorem33_sub_region_ball_is_inside_and_the_union_is_larger(fig2_radii)
     assert 0 < 1.1 * r_sub < r
     theta = np.linspace(0, 2 * math.pi, 1000, endpoint=False)
     ball = x0 + 0.999 * r_sub * np.stack([np.cos(theta), np.sin(theta)], 1)
-    assert (T.purified_class(FIG2, ball, SIGMA_T) == label).all()
-    x_sub, normals, offsets = T.sub_region(FIG2, 0, SIGMA_T)
-    assert T.in_region(ball, x_sub, normals, offsets).all()
+    assert (regions.purified_class(FIG2, ball, SIGMA_T) == label).all()
+    x_sub, normals, offsets = regions.sub_region(FIG2, 0, SIGMA_T)
+    assert regions.in_region(ball, x_sub, normals, offsets).all()
     beyond = x0 + 0.5 * (r + r_sub) * u_sub
-    assert not T.in_region(beyond[None], x_sub, normals, offsets)[0]
-    purified = T.highest_density_point(FIG2, beyond[None], SIGMA_T)[0]
+    assert not regions.in_region(beyond[None], x_sub, normals, offsets)[0]
+    purified = regions.highest_density_point(FIG2, beyond[None], SIGMA_T)[0]
     assert T.classify(FIG2, purified[None])[0] == label and np.linalg.norm(purified - x0) > 0.2
 
 
@@ -205,17 +207,17 @@ def test_theorem33_only_if_the_purified_point_witnesses_its_sub_region():
     point, here every point of the other-label grid); a wrongly purified one lies in no D_sub of a same-label mean."""
     g = np.random.default_rng(5)
     x_a = g.uniform(-1, 1, (30, 2))
-    P = T.highest_density_point(FIG2, x_a, SIGMA_T)
+    P = regions.highest_density_point(FIG2, x_a, SIGMA_T)
     label = FIG2.labels[0]
-    others = T.other_label_grid(FIG2, label, (-1.5, 1.5), 0.01)
+    others = regions.other_label_grid(FIG2, label, (-1.5, 1.5), 0.01)
     log_p_others = T.log_density(FIG2, others)
-    subs = [T.sub_region(FIG2, k, SIGMA_T) for k in np.flatnonzero(FIG2.labels == label)]
+    subs = [regions.sub_region(FIG2, k, SIGMA_T) for k in np.flatnonzero(FIG2.labels == label)]
     for row, p in zip(x_a, P):
         if T.classify(FIG2, p[None])[0] == label:
-            normals, offsets = T.halfspaces(p, T.log_density(FIG2, p[None])[0], others, log_p_others, SIGMA_T)
-            assert T.in_region(row[None], p, normals, offsets)[0]
+            normals, offsets = regions.halfspaces(p, T.log_density(FIG2, p[None])[0], others, log_p_others, SIGMA_T)
+            assert regions.in_region(row[None], p, normals, offsets)[0]
         else:
-            assert not any(T.in_region(row[None], *sub)[0] for sub in subs)
+            assert not any(regions.in_region(row[None], *sub)[0] for sub in subs)
 
 
 # The zero-variance limit: Figure 2's picture with points. x0, x1, x2 share label 0, x3 has label 1, equal weights
@@ -227,8 +229,8 @@ POINTS = T.Mixture([[0, 0], [0.5, 0.4], [0.5, -0.4], [1, 0]], [0, 0, 0, 0], [1, 
 
 def test_point_set_radii_match_the_hand_computed_values():
     """Tolerance 1e-5: bisection stops at 1e-7 and the angle refinement at 1e-6 rad (the minimum sits at a kink)."""
-    assert T.sub_radius(POINTS, 0, 0.7)[0] == pytest.approx(0.5, abs=1e-12)
-    assert T.robust_radius(POINTS, 0, 0.7)[0] == pytest.approx(0.59, abs=1e-5)
+    assert regions.sub_radius(POINTS, 0, 0.7)[0] == pytest.approx(0.5, abs=1e-12)
+    assert regions.robust_radius(POINTS, 0, 0.7)[0] == pytest.approx(0.59, abs=1e-5)
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0])
@@ -239,8 +241,8 @@ def test_point_set_robust_region_is_the_union_of_sub_regions(sigma):
     x_a = np.random.default_rng(6).uniform(-1.5, 2.5, (5000, 2))
     union = np.zeros(len(x_a), dtype=bool)
     for k in (0, 1, 2):
-        union |= T.in_region(x_a, *T.sub_region(mix, k, sigma))
-    assert ((T.purified_class(mix, x_a, sigma) == 0) == union).all()
+        union |= regions.in_region(x_a, *regions.sub_region(mix, k, sigma))
+    assert ((regions.purified_class(mix, x_a, sigma) == 0) == union).all()
     assert 0.05 < union.mean() < 0.95
 
 
@@ -253,7 +255,7 @@ def test_densepure_vote_follows_the_posterior_class_mass_where_the_mean_fails():
     class mass (0.61 for class 0) and certifies class 0; at the centre (class-1 mass 0.45 < 0.5) the vote goes to the
     ring and the mean is right. Seeded; per-vote class-0 frequency ~0.6 gives a 41-vote majority of ~0.9, far from
     the 0.5 abstention line at N = 500 (Clopper-Pearson half-width < 0.05 at alpha = 0.001)."""
-    rows = T.radius_table(RING, LINEAR, [0.25], b=10, Ks=[41], one_shot=["carlini"], N0=50, N=500, alpha=0.001,
+    rows = radius.radius_table(RING, LINEAR, [0.25], b=10, Ks=[41], one_shot=["carlini"], N0=50, N=500, alpha=0.001,
                           seed=0)
     for row in rows:
         ring_point = row["label"] == 0
@@ -283,10 +285,10 @@ def test_schema_defaults_are_the_default_configs_theory_section(tmp_path):
 
 def test_cli_help_and_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        T.main(["--help"])
+        main(["theory", "--help"])
     assert exit_.value.code == 0 and "fig2" in capsys.readouterr().out
     spec = tmp_path / "spec.yaml"
     spec.write_text("run: x\n")
-    assert T.main(["fig2", "--spec", str(spec), "--png", "a.png", "--pdf", "a.pdf", "--csv", "a.csv"]) == 2
+    assert main(["theory", "fig2", "--spec", str(spec), "--png", "a.png", "--pdf", "a.pdf", "--csv", "a.csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no `theory` section" in err

@@ -12,20 +12,24 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from densepure import estimate as est
-from densepure import grid
-from densepure import schedule as S
-from densepure.certify import Compiled, Purifier, image_votes, prepare_models
-from densepure.classifiers import Classifier, Preprocessing
-from densepure.cli import main
-from densepure.diffusion import save_bundle
-from densepure.execution import Execution, resolve_execution
-from densepure.results import Setting
-from densepure.small_models import DigitsCNN, digits_unet_config
-from densepure.unet import UNetModel
-from densepure.votes import VotesStore
 from test_pipeline import tiny_unet
+
+from densepure.cli.main import main
+from densepure.core import schedule as S
+from densepure.job.execution import Execution, resolve_execution
+from densepure.job.networks import Compiled, prepare_models
+from densepure.job.purifier import Purifier
+from densepure.job.results import Setting
+from densepure.job.scheduler import image_votes
+from densepure.job.votes import VotesStore
+from densepure.models.classifiers import Classifier
+from densepure.models.diffusion import save_bundle
+from densepure.models.preprocessing import Preprocessing
+from densepure.models.small_models import DigitsCNN, digits_unet_config
+from densepure.models.unet import UNetModel
+from densepure.plan import estimate as est
+from densepure.plan import grid, validation
+from densepure.plan import rates as plan_rates
 
 REPO = Path(__file__).resolve().parents[1]
 B, K, N0, N = 3, 4, 3, 14
@@ -169,7 +173,7 @@ def test_cli_modes_record_what_changes_the_votes(digits, tmp_path):
 
 
 def workflow_config(mode: str | None) -> dict:
-    config = est.load_config(REPO / "config" / "paper.yaml")
+    config = validation.load_config(REPO / "config" / "paper.yaml")
     if mode:
         config["datasets"]["imagenet"]["mode"] = mode
         config["datasets"]["imagenet"]["precision"] = None
@@ -177,7 +181,7 @@ def workflow_config(mode: str | None) -> dict:
     return config
 
 
-def imagenet_store(config: dict) -> grid.Setting:
+def imagenet_store(config: dict) -> grid.PlannedStore:
     return next(s for s in grid.settings(config) if s.key.dataset == "imagenet" and s.key.b == 10 and s.K == 40)
 
 
@@ -187,8 +191,8 @@ def test_workflow_mode_reaches_the_command_line(mode, tmp_path):
     line = grid.certify_arguments(config, imagenet_store(config).name, 0)
     assert f"--mode {mode}" in line and "--precision" not in line and "--batch" not in line
     assert ("--compile-cache work/torch-compile" in line) == (mode == "fast")
-    from densepure.cli import build_parser
-    from densepure.commands import execution_from_args
+    from densepure.cli.certify import execution_from_args
+    from densepure.cli.main import build_parser
 
     args = build_parser().parse_args(["certify", *line.split(), "--diffusion-ckpt", "x", "--votes-dir", "v",
                                       "--out", "o"])
@@ -214,12 +218,12 @@ def test_estimate_follows_the_mode():
 def test_rates_per_precision_merge_and_are_checked(tmp_path):
     path = tmp_path / "rates.yaml"
     path.write_text("classifiers: {wrn-28-10: {bf16: 9000}, beit-large-512: {bf16: 400}}\nbenchmark: {any: thing}\n")
-    rates = est.load_rates(path)
+    rates = plan_rates.load_rates(path)
     assert rates["classifiers"]["wrn-28-10"] == {"fp32": 5000.0, "fp16": 5000.0, "bf16": 9000.0}
     assert rates["classifiers"]["beit-large-512"] == {"fp32": 127.0, "bf16": 400.0}
     path.write_text("classifiers: {beit-large-512: {bf16: fast}}\n")
-    with pytest.raises(est.RatesError, match="beit-large-512.bf16"):
-        est.load_rates(path)
+    with pytest.raises(plan_rates.RatesError, match="beit-large-512.bf16"):
+        plan_rates.load_rates(path)
 
 
 # --- the benchmark -----------------------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ def test_benchmark_smoke_writes_rates_that_estimate_uses(tmp_path):
         assert bench["speedup"][suite] > 0 and bench["agreement"][suite]["compared"] > 0
     assert set(data["diffusion"]["guided-imagenet256"]) == {"fp16", "bf16"}
     assert set(data["classifiers"]["vit-b16-cifar10"]) == {"fp32", "bf16"}
-    rates = est.load_rates(out)  # `densepure estimate --rates` reads the benchmark's JSON as it is
+    rates = plan_rates.load_rates(out)  # `densepure estimate --rates` reads the benchmark's JSON as it is
     config = workflow_config("fast")
     fast = est.store_costs(config, rates)[imagenet_store(config).name]
     measured = next(r for r in bench["results"] if (r["suite"], r["mode"]) == ("imagenet", "fast"))
@@ -252,7 +256,7 @@ def test_benchmark_smoke_writes_rates_that_estimate_uses(tmp_path):
     assert fast.classifier_rate == pytest.approx(measured["classifier_images_per_s"], rel=1e-3)
     path = tmp_path / "paper_fast.yaml"
     path.write_text(yaml.safe_dump(config))
-    code = subprocess.run([sys.executable, "-m", "densepure.estimate", "--configfile", str(path), "--rates", str(out)],
+    code = subprocess.run([sys.executable, "-m", "densepure", "estimate", "--configfile", str(path), "--rates", str(out)],
                           capture_output=True, text=True, cwd=REPO)
     assert code.returncode == 0, code.stderr
     assert f"guided-imagenet256 bf16 {data['diffusion']['guided-imagenet256']['bf16']:g}" in code.stdout
@@ -264,7 +268,7 @@ def test_benchmark_measures_the_issues_full_size_networks_at_the_papers_setting(
     b = 10."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from densepure.classifiers import get_classifier_spec
+    from densepure.models.classifiers import get_classifier_spec
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

@@ -1,4 +1,4 @@
-"""Training of the embedded default's small models (densepure.train, densepure.small_models).
+"""Training of the embedded default's small models (densepure.models.train, densepure.models.small_models).
 
 CI time matters, so everything runs on one torch thread (robust to a busy 2-core machine) and the diffusion model
 is trained for a reduced number of steps (DIFFUSION_TEST_STEPS x batch 64 instead of the default 1000 x 64): that
@@ -13,23 +13,22 @@ import re
 import pytest
 import torch
 
-from densepure.data import digits_arrays
-from densepure.denoise import model_input, purify
-from densepure.diffusion import load_diffusion, save_bundle
-from densepure.schedule import cosine_schedule, one_shot_plan
-from densepure.small_models import DigitsCNN, digits_unet_config
-from densepure.train import (
-    DIFFUSION_T,
+from densepure.cli.main import main
+from densepure.core.denoise import model_input, purify
+from densepure.core.schedule import cosine_schedule, one_shot_plan
+from densepure.models.datasets import digits_arrays
+from densepure.models.diffusion import load_diffusion, save_bundle
+from densepure.models.small_models import DIFFUSION_T, DigitsCNN, digits_unet_config
+from densepure.models.train import (
     DiffusionTerms,
     discretized_gaussian_log_likelihood,
     hybrid_loss,
-    main,
     normal_kl,
     one_shot_mse,
     train_classifier,
     train_diffusion,
 )
-from densepure.unet import UNetModel
+from densepure.models.unet import UNetModel
 
 THREADS = 1
 DIFFUSION_TEST_STEPS = 120
@@ -188,18 +187,18 @@ def test_diffusion_is_deterministic():
 
 def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        main(["train", "--help"])
     assert exit_info.value.code == 0
     assert "classifier" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        main(["diffusion", "--help"])
+        main(["train", "diffusion", "--help"])
     assert "--steps" in capsys.readouterr().out
 
 
 def test_cli_writes_both_files(tmp_path, capsys):
     cls_path, dif_path = tmp_path / "out" / "cnn.pt", tmp_path / "out" / "unet.pt"
-    assert main(["classifier", "--out", str(cls_path), "--epochs", "1", "--threads", "1"]) == 0
-    assert main(["diffusion", "--out", str(dif_path), "--steps", "2", "--batch", "8", "--log-every", "1",
+    assert main(["train", "classifier", "--out", str(cls_path), "--epochs", "1", "--threads", "1"]) == 0
+    assert main(["train", "diffusion", "--out", str(dif_path), "--steps", "2", "--batch", "8", "--log-every", "1",
                  "--threads", "1"]) == 0
     out = capsys.readouterr().err  # progress and results go to stderr (the workflow's log)
     assert "test accuracy" in out and "final loss" in out and "eta" in out and "wall time" in out
@@ -212,6 +211,6 @@ def test_cli_writes_both_files(tmp_path, capsys):
 
 def test_cli_refuses_an_out_it_cannot_write_before_training(tmp_path, capsys):
     (tmp_path / "file").write_text("x\n")
-    assert main(["classifier", "--out", str(tmp_path / "file" / "cnn.pt")]) == 2
+    assert main(["train", "classifier", "--out", str(tmp_path / "file" / "cnn.pt")]) == 2
     err = capsys.readouterr().err
     assert re.search(r"error: --out .*/file/cnn.pt: .*/file is a file, not a folder", err) and "training" not in err

@@ -9,9 +9,9 @@ import inspect
 import numpy as np
 import pytest
 import torch
-
 from conftest import FIXTURES, load_json, load_npz
-from densepure import unet as U
+
+from densepure.models import unet as U
 
 MANIFESTS = {"imagenet256": U.imagenet256_config, "cifar10": U.cifar10_config}
 TINY_META = load_json("tiny_oracles_meta.json")

@@ -1,4 +1,4 @@
-"""Config validation before any job (densepure.validation): every mistake is one line naming the key and what is
+"""Config validation before any job (densepure.plan.validation): every mistake is one line naming the key and what is
 allowed there. One table of (mistake, expected text); the validation function checks every row, the real
 `snakemake -n` a few representative ones (schema, cross-check, reverse plan, device), in a copy of the workflow."""
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from densepure import data, execution, rng
-from densepure.validation import SCHEMA, ConfigError, load_schema, validate_config
+from densepure.core import rng
+from densepure.job import execution
+from densepure.models import datasets
+from densepure.plan.validation import SCHEMA, ConfigError, load_schema, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -129,7 +131,7 @@ MISTAKES = [
      "diffusion_models.improved-cifar10.train: the workflow trains bundles"),
     ("train-other-classifier", changed(PAPER, ("classifiers.wrn-28-10.train", {})),
      "classifiers.wrn-28-10.train: the workflow trains only digits-cnn"),
-    # (sigma, b) whose reverse chain would repeat timesteps, or start beyond the schedule (densepure.schedule)
+    # (sigma, b) whose reverse chain would repeat timesteps, or start beyond the schedule (densepure.core.schedule)
     ("b-beyond-t*", changed(DEFAULT, ("artifacts.fig4_right.panels.0.sigmas", [0.01]),
                             ("artifacts.fig4_right.panels.0.bs", [2, 50])),
      "artifacts.fig4_right.panels[0].bs: sigma 0.01, b 50: t* = 28.4868 on the cosine schedule with T = 4000: the "
@@ -190,7 +192,7 @@ def test_schema_limits_are_the_packages():
     top = schema["properties"]
     assert top["seed"]["maximum"] == top["theory"]["properties"]["seed"]["maximum"] == rng.MAX_SEED
     assert top["device"]["pattern"] == f"^({execution.DEVICE_PATTERN})$"
-    assert data.SIZES["digits"] == len(data.digits_arrays("test")[1])
+    assert datasets.SIZES["digits"] == len(datasets.digits_arrays("test")[1])
 
 
 def test_artifact_rules_are_the_reports():
@@ -198,7 +200,7 @@ def test_artifact_rules_are_the_reports():
     any other name), and nothing else is a table; a figure panel the validation accepts is one the report can draw,
     and the other way round."""
     from densepure import report
-    from densepure.validation import check_figure_panel
+    from densepure.plan.validation import check_figure_panel
 
     pattern = load_schema()["properties"]["artifacts"]["propertyNames"]["pattern"]
     assert set(report.TABLES) <= {"table1", "table2", "tableA", "tableB"}

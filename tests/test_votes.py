@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-import densepure.votes as votes_module
-from densepure.votes import NOT_COMPUTED, VoteRecord, VotesError, VotesStore, votes_dtype
+import densepure.job.votes as votes_module
+from densepure.job.votes import NOT_COMPUTED, VoteRecord, VotesError, VotesStore, votes_dtype
 
 SETTING = {"dataset": "cifar10", "classifier": "vit", "sigma": 0.25, "b": 10, "K": 4, "N0": 10, "N": 40, "seed": 0,
            "precision": "fp32", "extra": {"note": "test"}}

@@ -4,7 +4,7 @@ tests/test_validation.py.
 
 Every workflow run happens in a copy of the workflow under tmp_path (the Snakefile writes the effective config into
 its work folder at parse time), with the Snakemake of the running interpreter. The expected job counts are derived
-here from the config by hand, independently of densepure.grid.
+here from the config by hand, independently of densepure.plan.grid.
 """
 
 from __future__ import annotations
@@ -596,7 +596,7 @@ R_ALL = SIGMA * NormalDist().inv_cdf(ALPHA ** (1 / N))
 
 
 def _setting(K: int) -> dict:
-    from densepure.certify import Setting
+    from densepure.job.results import Setting
 
     return Setting(dataset="digits", diffusion="bundle", classifier="digits-cnn", sigma=SIGMA, b=3, K=K, N0=N0,
                    N=N).as_dict()
@@ -604,7 +604,7 @@ def _setting(K: int) -> dict:
 
 def _votes_stores(root: Path) -> tuple[Path, Path]:
     """Two stores of one setting: K = 3 with images 0 and 1, K = 5 with image 2."""
-    from densepure.votes import VotesStore
+    from densepure.job.votes import VotesStore
 
     k3 = VotesStore(root / "K3", _setting(3), num_classes=10, rows=N0 + N)
     # image 0 (label 3): every draw votes [7, 3, 3]: K'=1 -> 7, K'=2 -> tie, the first seen (7) wins, K'=3 -> 3
@@ -642,7 +642,7 @@ def test_hand_computed_radius():
 
 
 def test_densepure_aggregate_cells(tmp_path):
-    from densepure.cli import main
+    from densepure.cli.main import main
 
     k3, k5 = _votes_stores(tmp_path / "votes")
     out = tmp_path / "out" / "K{K}.tsv"
@@ -653,7 +653,7 @@ def test_densepure_aggregate_cells(tmp_path):
 
 
 def test_densepure_aggregate_refuses_more_votes_than_stored(tmp_path, capsys):
-    from densepure.cli import main
+    from densepure.cli.main import main
 
     k3, k5 = _votes_stores(tmp_path / "votes")
     assert main(["aggregate", "--votes-dir", str(k3), str(k5), "--K", "4", "--out", str(tmp_path / "K{K}.tsv")]) == 2
@@ -674,7 +674,7 @@ def _tiny_config(**changes) -> dict:
 @pytest.mark.slow
 def test_aggregate_rule_on_stored_votes(tmp_path):
     """The aggregate rule turns the shards' votes store into one TSV per K, with the cells worked out above."""
-    from densepure.votes import VotesStore
+    from densepure.job.votes import VotesStore
 
     work = workflow_copy(tmp_path / "wf")
     config = write_config(tmp_path / "tiny.yaml", _tiny_config())

@@ -2,7 +2,7 @@
 
 **Certified accuracy** at radius r of a setting with n images = ``count / n``, ``count = #{rows : correct == 1 and
 predict != -1 and written_radius >= r}``, where the written radius is the radius rounded to 3 significant digits
-(:func:`densepure.smoothing.format_radius`; so 0.7996 counts at r = 0.8, SPEC section 7). A ``hopeless`` row (empty
+(:func:`densepure.core.smoothing.format_radius`; so 0.7996 counts at r = 0.8, SPEC section 7). A ``hopeless`` row (empty
 radius) counts at no radius. Reported in percent with the 95% Clopper-Pearson interval of ``count / n``.
 """
 
@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from ..smoothing import format_radius
-from .intervals import clopper_pearson
-from .labels import classifier_matches
-from .load import SETTING_KEYS
-from .spec import image_ids
+from densepure.core.smoothing import format_radius
+from densepure.report.intervals import clopper_pearson
+from densepure.report.labels import classifier_matches
+from densepure.report.load import SETTING_KEYS
+from densepure.report.spec import image_ids
 
 
 def written_radii(rows: pd.DataFrame) -> np.ndarray:

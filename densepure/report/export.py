@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from .accuracy import accuracy_rows, max_certifiable_radius
-from .labels import METHOD_LABELS
-from .load import SETTING_KEYS
+from densepure import __version__
+from densepure.report.accuracy import accuracy_rows, max_certifiable_radius
+from densepure.report.labels import METHOD_LABELS
+from densepure.report.load import SETTING_KEYS
 
 FORMAT = "densepure-export/1"
 DEFAULT_RADII = [round(0.25 * i, 2) for i in range(17)]  # 0, 0.25, ..., 4.0
@@ -41,7 +41,7 @@ def _seconds(text: str) -> float:
 
 def _store_info(votes_dirs: Sequence[Path]) -> list[dict]:
     """Setting, checkpoints and device of each votes store."""
-    from ..votes import VotesStore
+    from densepure.job.votes import VotesStore
 
     out = []
     for d in votes_dirs:

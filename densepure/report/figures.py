@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import spec as specs
-from .labels import PAPER_METHOD_KEY, classifier_label, dataset_label, legend_label, method_label
-from .layout import num
-from .tables import labels_for, panel_methods, reported, setting_accuracy
+from densepure.report import spec as specs
+from densepure.report.labels import PAPER_METHOD_KEY, classifier_label, dataset_label, legend_label, method_label
+from densepure.report.layout import num
+from densepure.report.tables import labels_for, panel_methods, reported, setting_accuracy
 
 LINESTYLES = {"densepure": "-", "onestep": "--", "carlini": ":"}
 EXTRA_K_STYLE = "-."
@@ -134,7 +134,7 @@ def _paper_points(paper: pd.DataFrame, meta: dict, panel: dict) -> pd.DataFrame:
 
 
 def _load_paper():
-    from .paper import all_paper_numbers
+    from densepure.report.paper import all_paper_numbers
 
     try:
         return all_paper_numbers()

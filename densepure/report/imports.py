@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..results import SETTING_COLUMNS, TSV_COLUMNS
-from .labels import METHOD_LABELS
+from densepure.files.atomic import atomic_write_text
+from densepure.job.results import SETTING_COLUMNS, TSV_COLUMNS
+from densepure.report.labels import METHOD_LABELS
 
 COHEN_COLUMNS = ["idx", "label", "predict", "radius", "correct"]
 # locuslab/smoothing certify.py defaults, used where neither the command line nor a sidecar gives a value
@@ -109,7 +110,7 @@ def read_cohen_log(path: str | Path, warn=None) -> pd.DataFrame:
 def check_radii(df: pd.DataFrame, setting: dict, path: Path) -> None:
     """ValueError when a radius exceeds the largest one N estimation draws can certify at sigma: the setting given
     for the log (N, sigma or alpha) is not the one that produced it."""
-    from .accuracy import max_certifiable_radius
+    from densepure.report.accuracy import max_certifiable_radius
 
     r_max = max_certifiable_radius(float(setting["sigma"]), float(setting["N"]), float(setting["alpha"]))
     radius = pd.to_numeric(df["radius"]).to_numpy(float)
@@ -133,11 +134,7 @@ def cohen_rows(df: pd.DataFrame, setting: dict, source: str) -> pd.DataFrame:
 
 def write_rows(rows: pd.DataFrame, path: Path) -> Path:
     """Write result rows as a TSV atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    rows.to_csv(tmp, sep="\t", index=False)
-    tmp.replace(path)
-    return path
+    return atomic_write_text(path, rows.to_csv(sep="\t", index=False))
 
 
 def imported_name(log: Path) -> str:
@@ -206,9 +203,9 @@ def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setti
     """Stack the official code's per-seed label files of every image of ``labels_log`` (a certify output of any
     seed: its idx and label columns) into a votes store in ``votes_dir``, with the setting ``setting`` (dataset,
     classifier, sigma, b, N0, N, ...; K = the seeds found, or ``K``)."""
-    from ..data import NUM_CLASSES
-    from ..results import Setting
-    from ..votes import VotesStore
+    from densepure.job.results import Setting
+    from densepure.job.votes import VotesStore
+    from densepure.models.datasets import NUM_CLASSES
 
     log = log or sys.stderr
     df = read_cohen_log(labels_log, warn=log)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from densepure.core.methods import ONE_SHOT_METHODS
+
 DATASET_LABELS = {"cifar10": "CIFAR-10", "imagenet": "ImageNet", "digits": "digits"}
 CLASSIFIER_LABELS = {"vit-b16": "ViT-B/16", "wrn-28-10": "WRN28-10", "beit-large": "BEiT", "wrn-50-2": "WRN50-2",
                      "resnet-152": "ResNet-152", "mixer-b16": "MLP-Mixer"}
@@ -18,7 +20,7 @@ CLASSIFIER_ALIASES = {"vit-b16": {"vit-b16-cifar10", "vit", "vit-b/16"},
 # al.'s own code path. Any other method is a row when it has a display label (imported results, a spec).
 METHOD_LABELS = {"densepure": "Ours", "onestep": "Carlini", "carlini": "Carlini (own code)"}
 LEGEND_LABELS = {"onestep": "Carlini (one-shot)", "carlini": "Carlini, own code (one-shot)"}
-BASELINES = ("onestep", "carlini")  # the one-shot baselines, preferred in this order
+BASELINES = ONE_SHOT_METHODS  # the one-shot baselines, preferred in this order
 PAPER_METHOD_KEY = {"densepure": "densepure", "onestep": "carlini", "carlini": "carlini"}
 
 

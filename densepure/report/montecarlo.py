@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom, norm
 
-from ..smoothing import format_radius, lower_confidence_bound
+from densepure.core.smoothing import format_radius, lower_confidence_bound
 
 
 def _written(k: int, N: int, sigma: float, alpha: float) -> float:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .accuracy import certified_at
-from .intervals import mcnemar_exact, newcombe_paired
-from .labels import BASELINES
+from densepure.report.accuracy import certified_at
+from densepure.report.intervals import mcnemar_exact, newcombe_paired
+from densepure.report.labels import BASELINES
 
 KEYS = ["panel", "dataset", "classifier", "sigma", "radius"]
 SIDE_COLUMNS = ["setting", "method_key", "method_label", "b", "K"]

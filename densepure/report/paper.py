@@ -25,12 +25,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .intervals import (difference_pmf, fisher_exact, holm, newcombe_independent, poisson_binomial_pmf,
-                        symmetric_quantile, two_sided_tail)
-from .labels import PAPER_METHOD_KEY, classifier_label, dataset_label
-from .montecarlo import estimate_source, rerun_probabilities
-from .spec import image_set, image_ids
-from .tables import PAPER_DIR, read_csv
+from densepure.report.intervals import (
+    difference_pmf,
+    fisher_exact,
+    holm,
+    newcombe_independent,
+    poisson_binomial_pmf,
+    symmetric_quantile,
+    two_sided_tail,
+)
+from densepure.report.labels import PAPER_METHOD_KEY, classifier_label, dataset_label
+from densepure.report.montecarlo import estimate_source, rerun_probabilities
+from densepure.report.spec import image_ids, image_set
+from densepure.report.tables import PAPER_DIR, read_csv
 
 PAPER_LABELS = {"table1": "Table 1", "table2": "Table 2", "tableA": "Table A", "tableB": "Table B",
                 "fig4_left": "Figure 4 (left)", "figA": "Figure A", "figB": "Figure B", "figG": "Figure G (left)"}
@@ -215,3 +222,39 @@ def all_paper_numbers(image_sets: list[dict] | None = None) -> pd.DataFrame:
     files = ["tableA.csv", "tableB.csv", "table2.csv", REFERENCE_PLOT_DATA]
     return pd.concat([paper_rows(PAPER_DIR / f, None, sets) for f in files if (PAPER_DIR / f).is_file()],
                      ignore_index=True)
+
+
+def compare_artifact(results: pd.DataFrame, spec: dict, artifact: str, paper_csv=None, image_sets=None
+                     ) -> pd.DataFrame:
+    """:func:`compare_with_paper` of an artifact's table cells; a figure contributes its K-ablation panels (those
+    at table radii)."""
+    from densepure.report.spec import panels
+    from densepure.report.tables import table_artifact
+
+    table_spec = {**spec, "panels": [p for p in panels(spec) if p.get("radii") != "curve"]}
+    if not table_spec["panels"]:
+        raise ValueError(f"artifact {artifact!r} has no panel at table radii to compare")
+    return compare_with_paper(table_artifact(results, table_spec, artifact), paper_csv, artifact, image_sets)
+
+
+COMPARISON_COLUMNS = ["dataset", "classifier", "method_key", "sigma", "b", "K", "radius", "paper_certified_accuracy",
+                      "paper_n", "reproduced_certified_accuracy", "n", "difference", "diff_low", "diff_high", "test",
+                      "p_holm", "status"]
+
+
+def write_comparison(out: pd.DataFrame, path: Path, artifact: str) -> tuple[list[Path], str]:
+    """Write the comparison as CSV at ``path`` and as an HTML page beside it; returns the paths and a one-line
+    summary (cells consistent, differing, not reproduced)."""
+    from densepure.files.atomic import atomic_write_text
+    from densepure.report.layout import html_page
+
+    path = Path(path)
+    atomic_write_text(path, out.to_csv(index=False))
+    counts = out["status"].value_counts()
+    summary = (f"{len(out)} cells: {counts.get('ok', 0)} consistent with the paper, {counts.get('differs', 0)} "
+               f"differ (Holm-adjusted p < 0.05), {counts.get('missing', 0)} not reproduced")
+    shown = out[COMPARISON_COLUMNS].round(3).astype(object)
+    shown = shown.where(shown.notna(), "")  # empty cells where nothing was reproduced (any column dtype)
+    html_path = atomic_write_text(path.with_suffix(".html"),
+                                  html_page(f"{artifact}: reproduction vs paper", shown, summary))
+    return [path, html_path], summary

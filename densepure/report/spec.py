@@ -20,6 +20,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CURVE_STEP = 0.01
 
@@ -37,7 +41,7 @@ def load_spec(path: str | Path, artifact: str) -> dict:
     artifact / image set."""
     import yaml
 
-    from .. import resources
+    from densepure.files import resources
 
     path = resources.config_file(path, what="spec file")
     try:
@@ -170,3 +174,16 @@ def mv_K(panel: dict, b: int) -> int:
     if isinstance(value, dict):
         value = {int(k): v for k, v in value.items()}.get(int(b))
     return int(value) if value is not None else int(max(panel.get("Ks", [40])))
+
+
+def default_spec(results: pd.DataFrame, radii) -> dict:
+    """A spec showing every setting of ``results`` at ``radii``: one panel per dataset, classifier and sigma with
+    the methods (and DensePure's b, K) found there, all images."""
+    panels = []
+    for (dataset, classifier, sigma), g in results.groupby(["dataset", "classifier", "sigma"], sort=False):
+        dp = g[g["method_key"] == "densepure"]
+        panels.append({"name": f"{dataset}/{classifier}/{sigma:g}", "dataset": dataset, "classifiers": [classifier],
+                       "sigmas": [float(sigma)], "bs": sorted(set(dp["b"])) or [10],
+                       "Ks": sorted(set(dp["K"])) or [40], "methods": list(dict.fromkeys(g["method_key"])),
+                       "radii": [float(r) for r in radii]})
+    return {"source": "every setting of the results", "panels": panels}

@@ -20,14 +20,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import resources
-from . import spec as specs
-from .accuracy import accuracy_rows, max_certifiable_radius, select_rows
-from .labels import (BASELINES, METHOD_LABELS, classifier_label, dataset_label, method_label, method_order)
-from .load import result_labels, versions_note
+from densepure.core.methods import ONE_SHOT_METHODS
+from densepure.files import resources
+from densepure.report import spec as specs
+from densepure.report.accuracy import accuracy_rows, max_certifiable_radius, select_rows
+from densepure.report.labels import (
+    BASELINES,
+    METHOD_LABELS,
+    classifier_label,
+    dataset_label,
+    method_label,
+    method_order,
+)
+from densepure.report.load import result_labels, versions_note
 
 PAPER_DIR = resources.resource(resources.PAPER_NUMBERS)  # the paper's transcribed numbers (package data)
-ONE_SHOT = ("onestep", "carlini")
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -95,7 +102,7 @@ def reported(results: pd.DataFrame, panel: dict, index: int, method: str, classi
         print(f"warning: {message}", file=sys.stderr)
         return None
     first = rows.iloc[0]
-    if method in ONE_SHOT:
+    if method in ONE_SHOT_METHODS:
         b, k = 1, 1
     elif method != "densepure":
         b, k = int(first["b"]), int(first["K"])
@@ -240,10 +247,20 @@ def table_artifact(results: pd.DataFrame, spec: dict, name: str, **kwargs) -> Ta
     one's own), with the paired differences of :func:`densepure.report.paired.paired_table` and, in the DensePure
     cells, the difference to the one-shot baseline with its interval (``diff_vs_carlini``, ``diff_low``,
     ``diff_high``, ``mcnemar_p``)."""
-    from .paired import add_baseline_difference, paired_table
+    from densepure.report.paired import add_baseline_difference, paired_table
 
     build = TABLES.get(name)
     table = build(results, spec, **kwargs) if build else table_cells(results, spec, name, **kwargs)
     table.paired = paired_table(table)
     table.cells = add_baseline_difference(table.cells, table.paired)
     return table
+
+
+def incomplete_settings(cells: pd.DataFrame) -> list[str]:
+    """One line per setting whose image count is below its image set's ``n`` (runs not finished)."""
+    if not {"n", "n_expected"} <= set(cells.columns):
+        return []
+    short = cells[cells["n"] < cells["n_expected"]]
+    cols = [c for c in ("dataset", "classifier", "method_key", "sigma", "b", "K", "n", "n_expected") if c in cells]
+    return [f"only {int(row['n'])}/{int(row['n_expected'])} images for " + " ".join(f"{k}={row[k]}" for k in cols[:-2])
+            for row in short[cols].drop_duplicates().to_dict("records")]

@@ -1,4 +1,4 @@
-# Helpers shared by the rules: config validation, the experiment grid (densepure.grid) and output paths.
+# Helpers shared by the rules: config validation, the experiment grid (densepure.plan.grid) and output paths.
 # No experiment logic lives here: it is in the densepure package, where the tests reach it.
 
 import json
@@ -12,7 +12,9 @@ from snakemake.settings.types import DeploymentMethod
 # (status 2). A job that Snakemake runs on a cluster node reads this file again: its config was checked before it was
 # submitted, so it skips the cross-checks (they import torch, seconds).
 try:
-    from densepure import execution, grid, validation
+    from densepure.job import execution
+    from densepure.plan import grid
+    from densepure.plan import validation
 # e.g. a deployed module whose Snakemake runs in a Python without the package
 except ImportError as err:
     print(

@@ -1,4 +1,4 @@
-# Section 3 of the paper on an exact diffusion model (densepure.theory), built when the config has a `theory`
+# Section 3 of the paper on an exact diffusion model (densepure.theory.exact), built when the config has a `theory`
 # section: Theorem 3.1's sampler-vs-posterior table, Figure 2 (Theorem 3.3's robust region, r and r_sub) and the
 # certified radius of DensePure's majority vote vs the one-shot posterior mean. CPU, seconds: run on the host that runs
 # Snakemake (`localrule`), never submitted to a cluster.

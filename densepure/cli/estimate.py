@@ -1,0 +1,54 @@
+"""``densepure estimate``: the GPU-hours of a workflow config, before running it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add ``densepure estimate`` to the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "estimate", help="GPU-hours of a workflow config, per artifact and in total",
+        description="Estimate the GPU-hours of the certification jobs of a workflow config: per votes store, "
+                    "images x (N0 + N) x (UNet calls per draw / UNet throughput + classifier calls per draw / "
+                    "classifier throughput). UNet calls per draw: 1 one-shot, 1 + (b-1) K for b reverse steps "
+                    "(the K votes share the first step); classifier calls: K (1 one-shot). An artifact costs the "
+                    "stores it reads; the total counts every store once.",
+        epilog="Throughputs (images/s) are those of one H200 (see densepure/plan/rates.py; the digits models: one CPU "
+               "thread). Override them with --rates FILE, e.g. the JSON of benchmarks/throughput.py, or\n"
+               "  diffusion: {guided-imagenet256: {fp16: 120.0}}\n  classifiers: {beit-large-512: {bf16: 150.0}}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", default="config/config.yaml",
+                   help="workflow config; config/config.yaml and config/paper.yaml (or: default, paper) are found in "
+                        "the installed package when not in the current folder [config/config.yaml]")
+    p.add_argument("--rates", type=Path, help="YAML/JSON file of throughputs replacing the built-in ones")
+    p.add_argument("--format", choices=["text", "csv"], default="text", help="output format [text]")
+    p.add_argument("--stores", action="store_true", help="one row per votes store instead of per artifact")
+    p.add_argument("--savings", action=argparse.BooleanOptionalAction, default=True,
+                   help="count the config's exact savings (lazy votes, hopeless images, certain abstention, the "
+                        "one-shot baseline from DensePure jobs); --no-savings: every draw and vote [yes]")
+    p.add_argument("--from-votes", type=Path, metavar="DIR",
+                   help="measure the savings' shares of draws and votes on the finished stores under DIR (the "
+                        "workflow's <work_dir>/<run>/votes); stores not there use the mean of the measured ones of "
+                        "their dataset, else stated assumptions")
+    p.add_argument("--shared-first-step", action=argparse.BooleanOptionalAction, default=None,
+                   help="count 1 + (b-1) K UNet calls per draw for every store; --no-shared-first-step counts b K, "
+                        "as the reference code runs [as each dataset's mode runs: b K in mode reference]")
+    p.set_defaults(run=run_estimate)
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    """Print the estimate for ``args`` (from :func:`register`); returns the exit status."""
+    from densepure.files import resources
+    from densepure.plan.estimate_text import estimate_text
+    from densepure.plan.rates import load_rates
+    from densepure.plan.shares import store_shares
+    from densepure.plan.validation import load_config
+
+    config = load_config(args.configfile)
+    rates = load_rates(args.rates)
+    shares = store_shares(config, args.from_votes) if args.savings else None
+    print(estimate_text(config, str(resources.config_file(args.configfile)), rates, args.shared_first_step,
+                        args.stores, shares, args.format), end="")
+    return 0

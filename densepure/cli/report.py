@@ -1,0 +1,246 @@
+"""``densepure table``, ``figure``, ``compare``, ``import`` and ``export``: reports from per-image results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from densepure.cli.args import check_output_path
+from densepure.report.spec import default_spec
+
+EPILOG_IMPORT = """\
+examples:
+  # Cohen et al.'s logs (locuslab/smoothing certify.py), one per sigma, and the table of all three:
+  densepure import cohen noise_0.25.tsv noise_0.50.tsv noise_1.00.tsv --sigma 0.25 0.5 1.0 \\
+      --dataset cifar10 --classifier resnet-110 --method cohen --label "RS (Cohen et al.)" \\
+      --out results/imported/cohen --table results/imported/tables
+  # the setting in a sidecar file next to each log instead (noise_0.25.tsv.yaml: dataset, classifier, ...)
+  densepure import cohen noise_0.25.tsv --out results/imported/cohen
+  # the official DensePure code's per-seed label files of seeds 0..39 as a votes store, then K-merging:
+  densepure import densepure-votes --predictions exp/cifar10/0.25- --labels results/seed0_diffpure \\
+      --dataset cifar10 --classifier vit-b16-cifar10 --sigma 0.25 --b 10 --votes-dir votes/official
+  densepure aggregate --votes-dir votes/official --K 1 10 40 --out results/official/K{K}.tsv
+"""
+
+
+def _add_results(p) -> None:
+    p.add_argument("--results", required=True, nargs="+", type=Path,
+                   help="result TSVs, or directories searched recursively for *.tsv")
+
+
+SPEC_HELP = ("YAML with the artifact specs (a workflow config or config/README.md); config/paper.yaml and "
+             "config/config.yaml (or: paper, default) are found in the installed package when not in the current "
+             "folder")
+
+
+def register(subparsers) -> None:
+    """Add ``table``, ``figure``, ``compare``, ``import`` and ``export`` to an argparse subparsers object (each
+    sets ``report_command``)."""
+    p = subparsers.add_parser("table", help="write a table artifact as CSV, Markdown, LaTeX and HTML",
+                              description="Write a table artifact from result TSVs: the paper's layout (.csv, .md, "
+                                          ".tex, .html), the tidy cells (_cells.csv) and the paired differences "
+                                          "with their intervals (_paired.csv). Without --spec: every setting in "
+                                          "the results, at --radii.")
+    p.add_argument("--artifact", required=True, help="artifact name in the spec (e.g. tableA), or any name "
+                                                     "without --spec")
+    p.add_argument("--spec", help=SPEC_HELP)
+    _add_results(p)
+    p.add_argument("--outdir", required=True, type=Path, help="output directory")
+    p.add_argument("--paper", type=Path, help="published Table 1 CSV for the quoted baselines "
+                                              "[results/paper/table1.csv]")
+    p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="table columns without --spec [0 0.25 0.5 0.75 1.0]")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="leave settings of the spec without results out (with a warning) instead of failing")
+    p.set_defaults(report_command="table", run=run_report)
+
+    p = subparsers.add_parser("figure", help="draw a figure artifact as PNG and PDF",
+                              description="Draw a figure artifact from result TSVs (PNG, PDF and the plotted data "
+                                          "_data.csv with n and 95% intervals).")
+    p.add_argument("--artifact", required=True, help="artifact name in the spec, e.g. fig3")
+    p.add_argument("--spec", required=True, help=SPEC_HELP)
+    _add_results(p)
+    p.add_argument("--outdir", required=True, type=Path, help="output directory")
+    p.add_argument("--run", default="", help="run name for the figure's title")
+    p.add_argument("--allow-missing", action="store_true", help="draw without the settings that have no results")
+    p.set_defaults(report_command="figure", run=run_report)
+
+    p = subparsers.add_parser("compare", help="compare reproduced cells with the paper's numbers",
+                              description="Each published cell next to the reproduced one: the difference with its "
+                                          "95% interval and a p-value that counts Monte-Carlo variation (same "
+                                          "images) or image sampling too (different images), Holm-adjusted over "
+                                          "the artifact. Writes a CSV and an HTML page next to it.")
+    p.add_argument("--artifact", required=True, help="artifact name, e.g. tableA or fig4_left")
+    p.add_argument("--spec", required=True, help=SPEC_HELP)
+    _add_results(p)
+    p.add_argument("--paper", type=Path, help="published numbers [results/paper/<table>.csv or the reference plot "
+                                              "data for K-ablation figures]")
+    p.add_argument("--image-sets", type=Path, help="which images the paper certified [results/paper/image_sets.yaml]")
+    p.add_argument("--out", required=True, type=Path, help="output CSV")
+    p.set_defaults(report_command="compare", run=run_report)
+
+    p = subparsers.add_parser("import", help="bring in results produced elsewhere",
+                              description="Turn foreign results into ones that tables, figures and comparisons "
+                                          "accept.", epilog=EPILOG_IMPORT,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    formats = p.add_subparsers(dest="import_format", required=True, parser_class=type(p),
+                               metavar="{cohen,densepure-votes}")
+    c = formats.add_parser("cohen", help="per-image logs in Cohen et al.'s format (idx label predict radius correct "
+                                         "[time])", epilog=EPILOG_IMPORT,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("logs", nargs="+", type=Path, help="log files")
+    c.add_argument("--out", required=True, type=Path, help="output directory (one <log name>.tsv per log)")
+    c.add_argument("--sidecar", type=Path, help="YAML with the setting [<log>.yaml next to each log, if present]")
+    g = c.add_argument_group("the setting (over the sidecar; N0, N, alpha default to Cohen et al.'s 100, 100000, "
+                             "0.001)")
+    g.add_argument("--dataset", help="cifar10, imagenet, ... (any name)")
+    g.add_argument("--classifier", help="classifier name, e.g. resnet-110")
+    g.add_argument("--method", help="method key of the rows, e.g. cohen (densepure, onestep, carlini are ours)")
+    g.add_argument("--label", help="display label of the method's rows, e.g. 'RS (Cohen et al.)'")
+    g.add_argument("--sigma", type=float, nargs="+", help="noise level: one for all logs, or one per log")
+    for name, kind in (("b", int), ("K", int), ("N0", int), ("N", int), ("alpha", float)):
+        g.add_argument(f"--{name}", type=kind)
+    g.add_argument("--precision", help="fp32, fp16, bf16 [fp32]")
+    c.add_argument("--table", type=Path, help="also write the table of the imported results into this folder")
+    c.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="columns of --table [0 0.25 0.5 0.75 1.0]")
+    c.set_defaults(report_command="import", run=run_report)
+    v = formats.add_parser("densepure-votes", help="the official DensePure code's per-seed label files as a votes "
+                                                   "store", epilog=EPILOG_IMPORT,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--predictions", required=True, help="path prefix of the label files: {prefix}{id}-{seed}-n0_"
+                                                        "predictions.npy (the reference's exp/<dataset>/<sigma>-)")
+    v.add_argument("--labels", required=True, type=Path, help="a certify output of the run (its idx and label "
+                                                              "columns)")
+    v.add_argument("--votes-dir", required=True, type=Path, help="votes store to write")
+    v.add_argument("--dataset", required=True, help="cifar10 or imagenet")
+    v.add_argument("--classifier", required=True, help="classifier name")
+    v.add_argument("--diffusion", default="imported", help="diffusion model name [imported]")
+    v.add_argument("--sigma", required=True, type=float)
+    v.add_argument("--b", required=True, type=int, help="reverse steps of the run")
+    v.add_argument("--K", type=int, help="seeds to stack [all consecutive seeds found from 0]")
+    v.add_argument("--N0", type=int, default=100, help="selection draws [100]")
+    v.set_defaults(report_command="import", run=run_report)
+
+    p = subparsers.add_parser("export", help="one JSON of a run's results for a leaderboard",
+                              description="Per setting: certified accuracy at the radii with 95% intervals, clean "
+                                          "accuracy, sigma, N0, N, alpha, the image ids, the checkpoints' sha256 "
+                                          "(from the votes stores) and the cost per image.")
+    _add_results(p)
+    p.add_argument("--run", required=True, help="run name")
+    p.add_argument("--votes-dir", nargs="*", type=Path, default=[], help="votes stores of the run (checkpoints, "
+                                                                         "device)")
+    p.add_argument("--radii", type=float, nargs="+", help="radii [0, 0.25, ..., 4.0]")
+    p.add_argument("--out", required=True, type=Path, help="output JSON")
+    p.set_defaults(report_command="export", run=run_report)
+
+
+def _load(args):
+    from densepure.report.load import load_results, print_summary
+
+    results = load_results(args.results, log=sys.stderr)
+    print_summary(results)
+    return results
+
+
+def _table(args) -> list[Path]:
+    from densepure.report.layout import write_table
+    from densepure.report.spec import load_spec
+    from densepure.report.tables import table_artifact
+
+    spec = load_spec(args.spec, args.artifact) if args.spec else None
+    results = _load(args)
+    spec = spec or default_spec(results, args.radii)
+    kwargs = {"allow_missing": args.allow_missing}
+    if args.artifact == "table1" and args.paper:
+        kwargs["paper_csv"] = args.paper
+    table = table_artifact(results, spec, args.artifact, **kwargs)
+    if table.provenance:
+        print(f"densepure: warning: {table.provenance}", file=sys.stderr)
+    paths = write_table(table, args.artifact, args.outdir)
+    _warn_incomplete(table.cells)
+    return paths
+
+
+def _compare(args) -> list[Path]:
+    from densepure.report.paper import compare_artifact, load_image_sets, write_comparison
+    from densepure.report.spec import load_spec
+
+    spec = load_spec(args.spec, args.artifact)
+    results = _load(args)
+    sets = load_image_sets(args.image_sets) if args.image_sets else None
+    out = compare_artifact(results, spec, args.artifact, args.paper, sets)
+    paths, summary = write_comparison(out, args.out, args.artifact)
+    print(f"{args.out}: {summary}")
+    return paths
+
+
+def _import(args) -> list[Path]:
+    from densepure.report.imports import import_cohen, import_densepure_votes
+
+    if args.import_format == "densepure-votes":
+        setting = {"dataset": args.dataset, "classifier": args.classifier, "sigma": args.sigma, "b": args.b,
+                   "N0": args.N0, "diffusion": args.diffusion}
+        return [import_densepure_votes(args.predictions, args.labels, args.votes_dir, setting, K=args.K)]
+    given = {k: getattr(args, k) for k in ("dataset", "classifier", "method", "label", "b", "K", "N0", "N", "alpha",
+                                           "precision")}
+    paths = import_cohen(args.logs, args.out, given, sigmas=args.sigma, sidecar=args.sidecar)
+    if args.table:
+        from densepure.report.layout import write_table
+        from densepure.report.load import load_results
+        from densepure.report.tables import table_artifact
+
+        results = load_results(paths)
+        name = args.method or results["method"].iloc[0]
+        paths += write_table(table_artifact(results, default_spec(results, args.radii), name), name, args.table)
+    return paths
+
+
+def _export(args) -> list[Path]:
+    from densepure.report.export import DEFAULT_RADII, export_run, write_export
+
+    results = _load(args)
+    return [write_export(export_run(results, args.run, args.radii or DEFAULT_RADII, args.votes_dir), args.out)]
+
+
+def _figure(args) -> list[Path]:
+    from densepure.report.figures import write_figure
+    from densepure.report.spec import load_spec
+
+    spec = load_spec(args.spec, args.artifact)
+    results = _load(args)
+    paths = write_figure(results, spec, args.artifact, args.outdir, run=args.run, allow_missing=args.allow_missing)
+    _warn_incomplete(pd.read_csv(paths[-1]))
+    return paths
+
+
+RUNNERS = {"table": _table, "figure": _figure, "compare": _compare, "import": _import, "export": _export}
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run a report command; prints the written paths. Errors are ValueError."""
+    cmd = getattr(args, "report_command", None) or getattr(args, "command", None)
+    if cmd not in RUNNERS:
+        raise ValueError(f"unknown report command {cmd!r}")
+    _check_outputs(args)
+    for path in RUNNERS[cmd](args):
+        print(path)
+    return 0
+
+
+def _check_outputs(args) -> None:
+    """Refuse outputs that cannot be written before reading anything (one line naming the option)."""
+    if getattr(args, "outdir", None) is not None:
+        check_output_path(args.outdir, "--outdir", folder=True)
+    if getattr(args, "out", None) is not None and getattr(args, "report_command", "") in ("compare", "export"):
+        check_output_path(args.out, "--out")
+
+
+def _warn_incomplete(cells: pd.DataFrame) -> None:
+    from densepure.report.tables import incomplete_settings
+
+    for line in incomplete_settings(cells):
+        print(f"warning: {line}", file=sys.stderr)

@@ -1,0 +1,119 @@
+"""Diffusion models by name: the paper's two official checkpoints, self-describing bundles, and your own networks.
+
+* ``guided-imagenet256``: OpenAI guided-diffusion ``256x256_diffusion_uncond.pt``, linear schedule, T = 1000.
+* ``improved-cifar10``: OpenAI improved-diffusion ``cifar10_uncond_50M_500K.pt``, cosine schedule, T = 4000.
+* ``bundle``: a ``.pt`` file written by :func:`save_bundle` holding ``{"unet_config", "schedule", "state_dict"}``
+  (the embedded default's model, or any ADM UNet a user trains).
+* ``module:function``: any eps-predicting network of yours. ``function()`` returns the network, a
+  :class:`densepure.core.denoise.Denoiser` ``net(x, t) -> eps`` (or ``[eps, v]``) with ``x`` in [-1, 1] and
+  ``t = 1000 i / T`` for timestep index ``i`` of its schedule (kind and T, given with it; improved-diffusion's
+  ``rescale_timesteps``, so ``t = i`` when T = 1000). A checkpoint, when given, is a state dict loaded into it
+  strictly.
+
+All return ``(net, schedule)`` where ``net(x, t)`` is a :class:`densepure.core.denoise.Denoiser`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from densepure.core.schedule import Schedule, make_schedule
+from densepure.models.unet import (
+    CheckpointMismatchError,
+    UNetConfig,
+    UNetModel,
+    cifar10_config,
+    imagenet256_config,
+    load_unet,
+    read_checkpoint,
+)
+
+OFFICIAL = {
+    "guided-imagenet256": (imagenet256_config, "linear", 1000),
+    "improved-cifar10": (cifar10_config, "cosine", 4000),
+}
+NAMES = [*OFFICIAL, "bundle"]
+
+
+def save_bundle(path: str | Path, net: UNetModel, schedule: Schedule) -> None:
+    """Write a self-describing checkpoint: the UNet config, the schedule (kind, T) and the fp32 state dict."""
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(net.config).items()}
+    state = {k: v.detach().float().cpu() for k, v in net.state_dict().items()}
+    torch.save({"unet_config": config, "schedule": {"kind": schedule.kind, "T": schedule.T}, "state_dict": state},
+               path)
+
+
+def _read_bundle(path: Path) -> tuple[UNetConfig, Schedule, dict]:
+    bundle = read_checkpoint(path)
+    try:
+        config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in bundle["unet_config"].items()})
+        schedule = make_schedule(bundle["schedule"]["kind"], int(bundle["schedule"]["T"]))
+        return config, schedule, bundle["state_dict"]
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointMismatchError(f"{path} is not a densepure diffusion bundle ({err})") from None
+
+
+def parse_schedule(text: str) -> Schedule:
+    """A schedule written ``kind:T``, e.g. ``linear:1000`` or ``cosine:4000``."""
+    kind, _, steps = text.partition(":")
+    if not steps.isdigit() or int(steps) < 2:
+        raise ValueError(f"schedule {text!r}: expected kind:T, e.g. linear:1000 or cosine:4000")
+    return make_schedule(kind, int(steps))
+
+
+def _load_plugin(target: str, checkpoint: Path | None, schedule_spec: str | None, precision: str,
+                 device: str | torch.device) -> tuple[torch.nn.Module, Schedule]:
+    from densepure.models.checkpoints import load_checkpoint_file, load_state_dict_into
+    from densepure.models.plugins import import_object
+
+    if schedule_spec is None:
+        raise ValueError(f"diffusion model {target}: give its noise schedule (kind:T, e.g. linear:1000)")
+    if precision != "fp32":
+        raise ValueError(f"diffusion model {target}: your own networks run in fp32, not {precision}")
+    factory = import_object(target, "diffusion model")
+    try:
+        net = factory()
+    except Exception as err:  # whatever the user's function raises
+        raise ValueError(f"diffusion model {target}() failed: {type(err).__name__}: {err}") from None
+    if checkpoint is not None:
+        if not isinstance(net, torch.nn.Module):
+            raise ValueError(f"diffusion model {target} is not a torch.nn.Module: it cannot load {checkpoint}")
+        load_state_dict_into(net, load_checkpoint_file(checkpoint), source=checkpoint)
+    if isinstance(net, torch.nn.Module):
+        net = net.to(device).eval()
+    return net, parse_schedule(schedule_spec)
+
+
+def load_diffusion(
+    name: str,
+    checkpoint: str | Path | None,
+    *,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    schedule_spec: str | None = None,
+) -> tuple[UNetModel, Schedule]:
+    """Load diffusion model ``name`` from a local ``checkpoint`` file (nothing is downloaded). A ``module:function``
+    (your own network; the checkpoint is optional) needs its ``schedule_spec`` (``kind:T``)."""
+    from densepure.models.plugins import is_target
+
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and not path.is_file():
+        raise CheckpointMismatchError(f"diffusion checkpoint not found: {path}")
+    if is_target(name):
+        return _load_plugin(name, path, schedule_spec, precision, device)
+    if name not in NAMES:
+        raise ValueError(f"unknown diffusion model {name!r} (known: {', '.join(NAMES)}, or an importable "
+                         "module:function)")
+    if path is None:
+        raise CheckpointMismatchError(f"diffusion model {name} needs its checkpoint file")
+    if name == "bundle":
+        config, schedule, state = _read_bundle(path)
+    else:
+        make_config, kind, T = OFFICIAL[name]
+        config, schedule, state = make_config(), make_schedule(kind, T), path
+    net = load_unet(state, config, device=device, precision=precision, attention=attention)
+    return net, schedule
