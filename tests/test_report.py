@@ -128,12 +128,13 @@ def test_certified_accuracy_table_by_hand(results):
     assert base.tolist() == pytest.approx([100, 100, 0, 0, 0, 0])
 
 
-def test_threshold_uses_three_significant_digits(tmp_path):
-    # 0.7996 written as '0.8' by the certify job, or at full precision by someone else: both count at r = 0.8
-    for text in (format_radius(0.7996), "0.7996"):
+def test_threshold_is_the_radius_as_written(tmp_path):
+    # a computed 0.7996 is written '0.8' by the certify job (3 significant digits, as the reference) and counts at
+    # r = 0.8; a log that writes 0.7996 itself certifies less than 0.8, and 0.8000 is 0.8
+    for text, count in ((format_radius(0.7996), 1), ("0.7996", 0), ("0.8000", 1)):
         df = report.load_results([write_tsv(tmp_path / "t.tsv", [ok(0, text), ok(1, "0.799")])])
         t = report.certified_accuracy_table(df, [0.8])
-        assert t["count"].tolist() == [1]
+        assert t["count"].tolist() == [count], text
 
 
 def test_certified_at_is_the_reference_rule(results):
@@ -363,10 +364,14 @@ def test_write_table1_groups_columns_by_dataset(results, tmp_path):
     table = report.table_artifact(results, spec, "table1", paper_csv=paper, allow_missing=True)
     paths = report.write_table(table, "table1", tmp_path)
     wide = pd.read_csv(paths[0], dtype=str, keep_default_na=False)
-    assert list(wide.columns) == ["Method", "Off-the-shelf", "CIFAR-10 ε=0.25", "CIFAR-10 ε=0.5", "ImageNet ε=3.0"]
-    assert wide.iloc[0].tolist() == ["RS (Cohen et al., 2019)", "no", "(75.0) 61.0", "-", "(44.0) 12.0"]
-    assert wide.iloc[2, :2].tolist() == ["Ours", "yes"] and wide.iloc[2, 2].startswith("(60.0) 60.0 (-40.0 [")
-    assert r"\cmidrule(lr){3-4}" in paths[2].read_text()
+    assert list(wide.columns) == ["Method", "Source", "Off-the-shelf", "CIFAR-10 ε=0.25", "CIFAR-10 ε=0.5",
+                                  "ImageNet ε=3.0"]
+    assert wide.iloc[0].tolist() == ["RS (Cohen et al., 2019)", "quoted from the paper", "no", "(75.0) 61.0", "-",
+                                     "(44.0) 12.0"]
+    assert wide.iloc[2, :3].tolist() == ["Ours", "reproduced here", "yes"]
+    assert wide.iloc[2, 3].startswith("(60.0) 60.0 (-40.0 [")
+    assert r"\cmidrule(lr){4-5}" in paths[2].read_text()
+    assert "Quoted from the paper: RS (Cohen et al., 2019)." in paths[1].read_text()
 
 
 # --- figures -------------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_import_cohen_log_and_rebuild_its_table_in_one_command(tmp_path, capsys)
     wide = pd.read_csv(tmp_path / "tables" / "cohen.csv", dtype=str, keep_default_na=False)
     # certified at r: ids 0 (0.61), 20 (0.12), 80 (0.9) correct; 40 abstains; 60 is wrong -> 60/40/40/20/0; at
     # sigma 0.25 r = 1.0 lies beyond the largest radius N = 100000 draws certify (0.953)
-    assert wide.values.tolist() == [["RS (Cohen et al.)", "0.25", "60.0", "40.0", "40.0", "20.0", "0.0†"],
+    assert wide.values.tolist() == [["RS (Cohen et al.)", "0.25", "60.0", "40.0", "40.0", "20.0", "0.0†"],  # one source
                                     ["RS (Cohen et al.)", "0.5", "60.0", "40.0", "40.0", "20.0", "0.0"]]
     assert (tmp_path / "tables" / "cohen.md").read_text().startswith("**cohen (every setting of the results): "
                                                                       "CIFAR-10, resnet-110, σ = 0.25, 0.5; N0 = 100, N = 100000, α = 0.001; 5 images**")
@@ -118,7 +118,7 @@ def test_import_errors(tmp_path):
     log = cohen_log(tmp_path / "x.tsv", ROWS)
     with pytest.raises(ValueError, match="the setting lacks dataset, sigma; give --dataset --sigma or a sidecar"):
         imports.import_cohen([log], tmp_path, {"classifier": "c", "method": "cohen", "label": "RS"})
-    with pytest.raises(ValueError, match="method 'cohen' needs a display label"):
+    with pytest.raises(ValueError, match="would write over the log .*x.tsv itself"):
         imports.import_cohen([log], tmp_path, {"dataset": "d", "classifier": "c", "method": "cohen"}, sigmas=[0.25])
     with pytest.raises(ValueError, match="one --sigma for all logs or one per log"):
         imports.import_cohen([log], tmp_path, {}, sigmas=[0.25, 0.5])
@@ -127,9 +127,9 @@ def test_import_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown key\\(s\\) sigmaa"):
         imports.import_cohen([log], tmp_path, {}, sidecar=side)
     with pytest.raises(ValueError, match="idx 80 has radius 0.9, beyond the largest radius N = 1000 draws certify "
-                                         r"at sigma = 0.25 \(0.616\)"):
-        imports.import_cohen([log], tmp_path, {"dataset": "d", "classifier": "c", "method": "cohen", "label": "RS",
-                                               "N": 1000}, sigmas=[0.25])
+                                         r"at sigma = 0.25 and alpha = 0.001 \(0.6158.*\); it needs alpha >= "):
+        imports.import_cohen([log], tmp_path / "out", {"dataset": "d", "classifier": "c", "method": "cohen",
+                                                       "label": "RS", "N": 1000}, sigmas=[0.25])
     other = tmp_path / "other.tsv"
     other.write_text("a\tb\n1\t2\n")
     with pytest.raises(ValueError, match="not a log in Cohen et al.'s format"):

@@ -48,6 +48,16 @@ def alpha(text: str) -> float:
     return value
 
 
+def alpha_or_word(text: str) -> float | str:
+    """A failure probability in (0, 1), or ``infer`` / ``unknown`` (an imported log's setting)."""
+    return text if text in ("infer", "unknown") else alpha(text)
+
+
+def count_or_unknown(text: str) -> int | str:
+    """A number of draws >= 1, or ``unknown`` (an imported log's setting)."""
+    return text if text == "unknown" else positive_int(text)
+
+
 def nearest_existing(path: Path) -> Path:
     """``path`` if it exists, else the nearest folder above it that does (the current folder at worst)."""
     return next((p for p in (path, *path.parents) if p.exists()), Path("."))

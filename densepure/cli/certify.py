@@ -152,7 +152,7 @@ def register(sub) -> None:
                         "its network call is DensePure's first step, so it costs one classifier call per draw")
     g.add_argument("--one-shot-ids", help="only these of --ids get one-shot votes [all of --ids]")
     g.add_argument("--one-shot-out", type=Path, help="per-image TSV of the one-shot store")
-    p.set_defaults(run=run_certify)
+    p.set_defaults(handler=run_certify)
 
     p = sub.add_parser("aggregate", help="certify stored votes for every K' <= K",
                        description="Majority vote over the first K' votes of each draw and certify; one TSV per K'. "
@@ -164,7 +164,7 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=alpha, default=0.001, help="failure probability [0.001]")
     p.add_argument("--ids", help="restrict to these ids (default: all stored)")
     p.add_argument("--out", required=True, help="output TSV path pattern containing {K}, e.g. out/K{K}.tsv")
-    p.set_defaults(run=run_aggregate)
+    p.set_defaults(handler=run_aggregate)
 
 
 def execution_from_args(args: argparse.Namespace, device=None):

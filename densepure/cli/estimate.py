@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--shared-first-step", action=argparse.BooleanOptionalAction, default=None,
                    help="count 1 + (b-1) K UNet calls per draw for every store; --no-shared-first-step counts b K, "
                         "as the reference code runs [as each dataset's mode runs: b K in mode reference]")
-    p.set_defaults(run=run_estimate)
+    p.set_defaults(handler=run_estimate)
 
 
 def run_estimate(args: argparse.Namespace) -> int:

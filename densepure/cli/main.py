@@ -43,7 +43,7 @@ def _out_of_memory(err: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ValueError, OSError) as err:  # user mistakes: ValueError subclasses; paths the system refuses: OSError
         if os.environ.get("DENSEPURE_DEBUG"):
             raise

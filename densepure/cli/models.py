@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("classifiers", help="list the registered classifier names",
                        description="List the registered classifiers with their dataset and description, and the "
                                    "other ways to name one (timm models, your own module:function).")
-    p.set_defaults(run=run_classifiers)
+    p.set_defaults(handler=run_classifiers)
 
     p = sub.add_parser("download", help="download a file with retries and verify its sha256 against a lock file",
                        description="Download URL to OUT with pooch (retries, progress bar), checked against the "
@@ -28,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--name", help="the file's key in the lock file [its file name]")
     p.add_argument("--retries", type=positive_int, default=3, help="attempts before giving up [3]")
     p.add_argument("--extract-to", type=Path, help="also extract the (tar) archive into this folder")
-    p.set_defaults(run=run_download)
+    p.set_defaults(handler=run_download)
     add_train_command(sub)
 
 
@@ -53,7 +53,7 @@ def add_train_command(sub) -> None:
     dif.add_argument("--log-every", type=positive_int, default=50, help="print the loss every N steps [50]")
     for q in (cls, dif):
         q.add_argument("--threads", type=positive_int, help="torch threads [min(4, usable cores // 2), at least 1]")
-        q.set_defaults(run=run_train)
+        q.set_defaults(handler=run_train)
 
 
 def run_classifiers(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from densepure.cli.args import check_output_path
+from densepure.cli.args import alpha_or_word, check_output_path, count_or_unknown, non_negative_float, positive_float, \
+    positive_int
 from densepure.report.spec import default_spec
 
 EPILOG_IMPORT = """\
@@ -51,11 +52,11 @@ def register(subparsers) -> None:
     p.add_argument("--outdir", required=True, type=Path, help="output directory")
     p.add_argument("--paper", type=Path, help="published Table 1 CSV for the quoted baselines "
                                               "[results/paper/table1.csv]")
-    p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+    p.add_argument("--radii", type=non_negative_float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                    help="table columns without --spec [0 0.25 0.5 0.75 1.0]")
     p.add_argument("--allow-missing", action="store_true",
                    help="leave settings of the spec without results out (with a warning) instead of failing")
-    p.set_defaults(report_command="table", run=run_report)
+    p.set_defaults(report_command="table", handler=run_report)
 
     p = subparsers.add_parser("figure", help="draw a figure artifact as PNG and PDF",
                               description="Draw a figure artifact from result TSVs (PNG, PDF and the plotted data "
@@ -66,7 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--outdir", required=True, type=Path, help="output directory")
     p.add_argument("--run", default="", help="run name for the figure's title")
     p.add_argument("--allow-missing", action="store_true", help="draw without the settings that have no results")
-    p.set_defaults(report_command="figure", run=run_report)
+    p.set_defaults(report_command="figure", handler=run_report)
 
     p = subparsers.add_parser("compare", help="compare reproduced cells with the paper's numbers",
                               description="Each published cell next to the reproduced one: the difference with its "
@@ -80,7 +81,7 @@ def register(subparsers) -> None:
                                               "data for K-ablation figures]")
     p.add_argument("--image-sets", type=Path, help="which images the paper certified [results/paper/image_sets.yaml]")
     p.add_argument("--out", required=True, type=Path, help="output CSV")
-    p.set_defaults(report_command="compare", run=run_report)
+    p.set_defaults(report_command="compare", handler=run_report)
 
     p = subparsers.add_parser("import", help="bring in results produced elsewhere",
                               description="Turn foreign results into ones that tables, figures and comparisons "
@@ -90,24 +91,40 @@ def register(subparsers) -> None:
                                metavar="{cohen,densepure-votes}")
     c = formats.add_parser("cohen", help="per-image logs in Cohen et al.'s format (idx label predict radius correct "
                                          "[time])", epilog=EPILOG_IMPORT,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("logs", nargs="+", type=Path, help="log files")
-    c.add_argument("--out", required=True, type=Path, help="output directory (one <log name>.tsv per log)")
+                           description="Import per-image logs as their files write them (radii keep their digits) "
+                                       "into --out, all or nothing; a log goes to its path relative to the folder "
+                                       "holding all the logs, so equal names in different folders never collide. "
+                                       "Re-importing the same logs changes nothing; a different result is never "
+                                       "overwritten.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("logs", nargs="*", type=Path, help="log files")
+    c.add_argument("--pattern", help="import every file matching this path with {name} placeholders, e.g. "
+                                     "'models/{model}/noise_{train}/test/sigma_{sigma}': a placeholder named like a "
+                                     "setting key (sigma, N, alpha, dataset, classifier, ...) sets it, and any "
+                                     "option below may use the placeholders, e.g. --classifier '{model}-{train}'")
+    c.add_argument("--out", required=True, type=Path, help="output directory (one <log name>.tsv per log, in the "
+                                                           "logs' folder structure)")
     c.add_argument("--sidecar", type=Path, help="YAML with the setting [<log>.yaml next to each log, if present]")
     g = c.add_argument_group("the setting (over the sidecar; N0, N, alpha default to Cohen et al.'s 100, 100000, "
                              "0.001)")
     g.add_argument("--dataset", help="cifar10, imagenet, ... (any name)")
     g.add_argument("--classifier", help="classifier name, e.g. resnet-110")
     g.add_argument("--method", help="method key of the rows, e.g. cohen (densepure, onestep, carlini are ours)")
-    g.add_argument("--label", help="display label of the method's rows, e.g. 'RS (Cohen et al.)'")
-    g.add_argument("--sigma", type=float, nargs="+", help="noise level: one for all logs, or one per log")
-    for name, kind in (("b", int), ("K", int), ("N0", int), ("N", int), ("alpha", float)):
-        g.add_argument(f"--{name}", type=kind)
+    g.add_argument("--label", help="display label of the method's rows, e.g. 'RS (Cohen et al.)' [the method]")
+    g.add_argument("--source", help="where the logs come from, e.g. a paper and its repository at a commit "
+                                    "[import:cohen:<log path>]")
+    g.add_argument("--sigma", type=positive_float, nargs="+", help="noise level: one for all logs, or one per log")
+    g.add_argument("--b", type=positive_int)
+    g.add_argument("--K", type=positive_int)
+    g.add_argument("--N0", type=positive_int)
+    g.add_argument("--N", type=count_or_unknown, help="estimation draws, or 'unknown'")
+    g.add_argument("--alpha", type=alpha_or_word,
+                   help="failure probability; 'infer': the smallest of 0.001, 0.005, 0.01, 0.05, 0.1 with which N "
+                        "draws certify every radius of the log (recorded as inferred); 'unknown' (recorded as such)")
     g.add_argument("--precision", help="fp32, fp16, bf16 [fp32]")
     c.add_argument("--table", type=Path, help="also write the table of the imported results into this folder")
-    c.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+    c.add_argument("--radii", type=non_negative_float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                    help="columns of --table [0 0.25 0.5 0.75 1.0]")
-    c.set_defaults(report_command="import", run=run_report)
+    c.set_defaults(report_command="import", handler=run_report)
     v = formats.add_parser("densepure-votes", help="the official DensePure code's per-seed label files as a votes "
                                                    "store", epilog=EPILOG_IMPORT,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,7 +140,7 @@ def register(subparsers) -> None:
     v.add_argument("--b", required=True, type=int, help="reverse steps of the run")
     v.add_argument("--K", type=int, help="seeds to stack [all consecutive seeds found from 0]")
     v.add_argument("--N0", type=int, default=100, help="selection draws [100]")
-    v.set_defaults(report_command="import", run=run_report)
+    v.set_defaults(report_command="import", handler=run_report)
 
     p = subparsers.add_parser("export", help="one JSON of a run's results for a leaderboard",
                               description="Per setting: certified accuracy at the radii with 95% intervals, clean "
@@ -133,9 +150,9 @@ def register(subparsers) -> None:
     p.add_argument("--run", required=True, help="run name")
     p.add_argument("--votes-dir", nargs="*", type=Path, default=[], help="votes stores of the run (checkpoints, "
                                                                          "device)")
-    p.add_argument("--radii", type=float, nargs="+", help="radii [0, 0.25, ..., 4.0]")
+    p.add_argument("--radii", type=non_negative_float, nargs="+", help="radii [0, 0.25, ..., 4.0]")
     p.add_argument("--out", required=True, type=Path, help="output JSON")
-    p.set_defaults(report_command="export", run=run_report)
+    p.set_defaults(report_command="export", handler=run_report)
 
 
 def _load(args):
@@ -185,9 +202,11 @@ def _import(args) -> list[Path]:
         setting = {"dataset": args.dataset, "classifier": args.classifier, "sigma": args.sigma, "b": args.b,
                    "N0": args.N0, "diffusion": args.diffusion}
         return [import_densepure_votes(args.predictions, args.labels, args.votes_dir, setting, K=args.K)]
-    given = {k: getattr(args, k) for k in ("dataset", "classifier", "method", "label", "b", "K", "N0", "N", "alpha",
-                                           "precision")}
-    paths = import_cohen(args.logs, args.out, given, sigmas=args.sigma, sidecar=args.sidecar)
+    if not args.logs and not args.pattern:
+        raise ValueError("give the logs to import, or --pattern")
+    given = {k: getattr(args, k) for k in ("dataset", "classifier", "method", "label", "source", "b", "K", "N0", "N",
+                                           "alpha", "precision")}
+    paths = import_cohen(args.logs, args.out, given, sigmas=args.sigma, sidecar=args.sidecar, pattern=args.pattern)
     if args.table:
         from densepure.report.layout import write_table
         from densepure.report.load import load_results

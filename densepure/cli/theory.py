@@ -35,7 +35,7 @@ def register(sub) -> None:
     q.add_argument("--spec", required=True, help="config YAML with a `theory` section")
     for name in ("csv", "md", "png", "pdf"):
         q.add_argument(f"--{name}", required=True)
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,11 @@
 """Certified accuracy at radii, from the per-image rows of one setting.
 
 **Certified accuracy** at radius r of a setting with n images = ``count / n``, ``count = #{rows : correct == 1 and
-predict != -1 and written_radius >= r}``, where the written radius is the radius rounded to 3 significant digits
-(:func:`densepure.core.smoothing.format_radius`; so 0.7996 counts at r = 0.8, SPEC section 7). A ``hopeless`` row (empty
-radius) counts at no radius. Reported in percent with the 95% Clopper-Pearson interval of ``count / n``.
+predict != -1 and radius >= r}``, on the radius as its file writes it: a certificate is what its log says. Our own
+results write the radius with 3 significant digits as the reference does (:func:`densepure.core.smoothing.
+format_radius`, so a computed 0.7996 counts at r = 0.8, SPEC section 7); an imported log keeps its own digits (0.4999
+does not count at r = 0.5). A ``hopeless`` row (empty radius) counts at no radius. Reported in percent with the 95%
+Clopper-Pearson interval of ``count / n``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from densepure.report.spec import image_ids
 
 
 def written_radii(rows: pd.DataFrame) -> np.ndarray:
-    """The radius of each row as the reference writes it (3 significant digits), NaN where there is none."""
-    return np.array([float(format_radius(r)) if np.isfinite(r) else np.nan for r in rows["radius"].to_numpy(float)])
+    """The radius of each row as its file writes it, NaN where there is none."""
+    return rows["radius"].to_numpy(float)
 
 
 def is_certified(rows: pd.DataFrame) -> np.ndarray:

@@ -15,11 +15,18 @@ the ``source`` column.
 from __future__ import annotations
 
 import datetime
+import glob
+import hashlib
+import math
+import os
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from densepure.files.atomic import atomic_write_text
 from densepure.job.results import SETTING_COLUMNS, TSV_COLUMNS
@@ -42,7 +49,7 @@ def read_sidecar(path: str | Path) -> dict:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a sidecar is a mapping of setting keys")
-    unknown = sorted(set(data) - set(SETTING_FIELDS) - {"diffusion", "seed"})
+    unknown = sorted(set(data) - set(SETTING_FIELDS) - {"diffusion", "seed", "source"})
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(SETTING_FIELDS)})")
     return data
@@ -62,8 +69,7 @@ def log_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> tu
     used = [k for k in COHEN_DEFAULTS if k not in setting]
     setting = {**COHEN_DEFAULTS, **setting}
     if not setting.get("label") and setting["method"] not in METHOD_LABELS:
-        raise ValueError(f"{log}: method {setting['method']!r} needs a display label (--label, e.g. "
-                         "'RS (Cohen et al.)')")
+        setting["label"] = setting["method"]
     return setting, used
 
 
@@ -107,34 +113,134 @@ def read_cohen_log(path: str | Path, warn=None) -> pd.DataFrame:
     return df
 
 
-def check_radii(df: pd.DataFrame, setting: dict, path: Path) -> None:
-    """ValueError when a radius exceeds the largest one N estimation draws can certify at sigma: the setting given
-    for the log (N, sigma or alpha) is not the one that produced it."""
-    from densepure.report.accuracy import max_certifiable_radius
+ALPHAS = (0.001, 0.005, 0.01, 0.05, 0.1)  # the failure probabilities `--alpha infer` chooses from
+UNKNOWN, INFER = "unknown", "infer"
 
-    r_max = max_certifiable_radius(float(setting["sigma"]), float(setting["N"]), float(setting["alpha"]))
-    radius = pd.to_numeric(df["radius"]).to_numpy(float)
-    beyond = np.flatnonzero(radius > r_max)
+
+def radius_tolerance(text: str) -> float:
+    """Half a unit in the last digit of a radius as written: the most its rounding can have added (``'3.81'`` ->
+    0.005, ``'3.8115'`` -> 0.00005, ``'4'`` -> 0.5, ``'1.5e-05'`` -> 5e-08)."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    return 0.5 * 10.0 ** (int(exponent or 0) - decimals)
+
+
+def largest_radius(sigma: float, N: float, alpha: float) -> float:
+    """The largest radius N estimation draws can certify at ``alpha``, unrounded: ``sigma Phi^-1(alpha^(1/N))``
+    (every draw votes for the class; Cohen et al.'s lower confidence bound is then ``alpha^(1/N)``)."""
+    return float(sigma * norm.ppf(alpha ** (1.0 / N)))
+
+
+def alpha_needed(radius: float, sigma: float, N: float) -> float:
+    """The smallest alpha at which N draws certify ``radius``: ``Phi(radius / sigma)^N``."""
+    return float(norm.cdf(radius / sigma) ** N)
+
+
+def draws_needed(radius: float, sigma: float, alpha: float) -> int:
+    """The fewest estimation draws that certify ``radius`` at ``alpha``:
+    ``ceil(log alpha / log Phi(radius / sigma))``."""
+    return int(math.ceil(math.log(alpha) / math.log(norm.cdf(radius / sigma))))
+
+
+def beyond_bound(df: pd.DataFrame, sigma: float, N: float, alpha: float) -> np.ndarray:
+    """Rows whose written radius exceeds what (N, alpha) can certify at ``sigma``, compared at the log's printed
+    precision: a radius is refused only when even its unrounded value must exceed the bound."""
+    bound = largest_radius(sigma, N, alpha)
+    texts = df["radius"].astype(str)
+    radius = pd.to_numeric(texts).to_numpy(float)
+    tolerance = np.array([radius_tolerance(t) for t in texts])
+    return radius - tolerance > bound * (1 + 1e-12)
+
+
+def _fitting_alpha(df: pd.DataFrame, setting: dict) -> float:
+    """The alpha at which the log's largest radius just fits (its rounding taken off), with N as declared."""
+    texts = df["radius"].astype(str)
+    lowest = max(float(t) - radius_tolerance(t) for t in texts)
+    return alpha_needed(lowest, float(setting["sigma"]), float(setting["N"]))
+
+
+def check_radii(df: pd.DataFrame, setting: dict, path: Path) -> list[str]:
+    """Check the radii against the declared (sigma, N, alpha) and settle ``alpha: infer``; returns notes about the
+    setting to keep with the rows. ValueError naming the first radius that the declared setting cannot produce,
+    with the (N, alpha) that can."""
+    sigma, N, alpha = float(setting["sigma"]), setting["N"], setting["alpha"]
+    if N == UNKNOWN and alpha == INFER:
+        raise ValueError(f"{path}: alpha cannot be inferred from the radii without N; give --N, or --alpha unknown")
+    if N == UNKNOWN or alpha == UNKNOWN:
+        unknown = [k for k in ("N", "alpha") if setting[k] == UNKNOWN]
+        for key in unknown:
+            setting[key] = float("nan")
+        return [f"{' and '.join(unknown)} unknown: radii not checked against them"]
+    if alpha == INFER:
+        needed = _fitting_alpha(df, setting)
+        fits = [a for a in ALPHAS if a >= needed]
+        if not fits:
+            raise ValueError(f"{path}: no alpha in {', '.join(map(str, ALPHAS))} lets N = {N} draws certify the "
+                             f"log's radii (alpha >= {needed:.3g} needed); give the log's own --N, or --alpha unknown")
+        setting["alpha"] = fits[0]
+        return [f"alpha inferred from the radii: {fits[0]} (the smallest of {', '.join(map(str, ALPHAS))} with "
+                f"which N = {N} draws certify them; alpha >= {needed:.3g} needed)"]
+    beyond = np.flatnonzero(beyond_bound(df, sigma, float(N), float(alpha)))
     if beyond.size:
         i = int(beyond[0])
-        raise ValueError(f"{path}: idx {df['idx'].iloc[i]} has radius {df['radius'].iloc[i]}, beyond the largest "
-                         f"radius N = {setting['N']} draws certify at sigma = {setting['sigma']} ({r_max}); give the "
-                         "log's own --sigma, --N and --alpha")
+        text = str(df["radius"].iloc[i])
+        lowest = float(text) - radius_tolerance(text)
+        raise ValueError(
+            f"{path}: idx {df['idx'].iloc[i]} has radius {text}, beyond the largest radius N = {N} draws certify at "
+            f"sigma = {sigma:g} and alpha = {alpha} ({largest_radius(sigma, float(N), float(alpha)):.6g}); it needs "
+            f"alpha >= {alpha_needed(lowest, sigma, float(N)):.3g} with N = {N}, or N >= "
+            f"{draws_needed(lowest, sigma, float(alpha))} with alpha = {alpha}. Give the log's own --sigma, --N and "
+            f"--alpha, or --alpha infer (recorded as inferred) or --alpha unknown")
+    return []
 
 
-def cohen_rows(df: pd.DataFrame, setting: dict, source: str) -> pd.DataFrame:
-    """Our result rows (TSV columns, the setting, ``method_label`` and ``source``) from a Cohen-format log."""
+def check_log_values(df: pd.DataFrame, path: Path) -> None:
+    """ValueError naming the first row whose idx is not a non-negative integer or repeats, or whose radius is
+    negative (a certified radius is >= 0)."""
+    idx = pd.to_numeric(df["idx"].str.strip()).to_numpy(float)
+    bad = np.flatnonzero((idx < 0) | (idx != np.round(idx)))
+    if bad.size:
+        raise ValueError(f"{path}: row {bad[0] + 1} has idx {df['idx'].iloc[bad[0]]}; an image id is an integer >= 0")
+    repeated = pd.Series(idx).duplicated().to_numpy()
+    if repeated.any():
+        raise ValueError(f"{path}: idx {df['idx'].iloc[int(np.flatnonzero(repeated)[0])]} appears twice")
+    radius = pd.to_numeric(df["radius"].str.strip()).to_numpy(float)
+    negative = np.flatnonzero(radius < 0)
+    if negative.size:
+        raise ValueError(f"{path}: idx {df['idx'].iloc[negative[0]]} has radius {df['radius'].iloc[negative[0]]}; "
+                         "a certified radius is >= 0")
+
+
+def check_setting_values(setting: dict, path: Path) -> None:
+    """ValueError naming a setting value no certification can have: sigma not a positive number, N0 or N not a
+    positive integer, alpha outside (0, 1)."""
+    def number(key):
+        try:
+            return float(setting[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: {key} = {setting[key]!r} is not a number") from None
+
+    sigma = number("sigma")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"{path}: sigma = {setting['sigma']} must be a noise level > 0")
+    for key in ("N0", "N"):
+        if setting[key] != UNKNOWN and not (number(key) >= 1 and number(key) == int(number(key))):
+            raise ValueError(f"{path}: {key} = {setting[key]} must be a whole number of draws >= 1 (or unknown)")
+    if setting["alpha"] not in (UNKNOWN, INFER) and not 0 < number("alpha") < 1:
+        raise ValueError(f"{path}: alpha = {setting['alpha']} must lie in (0, 1) (or infer, or unknown)")
+
+
+def cohen_rows(df: pd.DataFrame, setting: dict, source: str, digest: str = "", notes: list[str] = ()) -> pd.DataFrame:
+    """Our result rows (TSV columns, the setting, ``method_label``, ``source``, the log's sha256 and notes about the
+    setting) from a Cohen-format log; every value as the log writes it."""
     out = df[TSV_COLUMNS].copy()
     for col in SETTING_COLUMNS:
         out[col] = setting[col]
     out["method_label"] = setting.get("label") or METHOD_LABELS.get(setting["method"], "")
     out["source"] = source
+    out["source_sha256"] = digest
+    out["setting_note"] = "; ".join(notes)
     return out
-
-
-def write_rows(rows: pd.DataFrame, path: Path) -> Path:
-    """Write result rows as a TSV atomically (temp file + rename)."""
-    return atomic_write_text(path, rows.to_csv(sep="\t", index=False))
 
 
 def imported_name(log: Path) -> str:
@@ -147,26 +253,161 @@ def imported_name(log: Path) -> str:
     return name + ".tsv"
 
 
+def output_names(logs: list[Path]) -> list[Path]:
+    """Where each log goes below ``--out``: its path relative to the folder that holds all the logs, with
+    :func:`imported_name` (logs of one folder keep their name; the same name in two folders cannot collide)."""
+    parents = [p.resolve().parent for p in logs]
+    root = Path(os.path.commonpath(parents)) if parents else Path(".")
+    return [parent.relative_to(root) / imported_name(p) for p, parent in zip(logs, parents)]
+
+
+@dataclass
+class ImportedLog:
+    """One log ready to be written: its rows and where they go (relative to ``--out``)."""
+
+    path: Path
+    name: Path
+    rows: pd.DataFrame
+    setting: dict
+    defaults: list[str]
+    notes: list[str]
+
+
+def read_import(path: Path, name: Path, given: dict, sidecar, warn) -> ImportedLog:
+    """Read and check one log with its setting (:func:`log_setting`); nothing is written."""
+    setting, used = log_setting(path, given, sidecar)
+    check_setting_values(setting, path)
+    df = read_cohen_log(path, warn=warn)
+    check_log_values(df, path)
+    notes = check_radii(df, setting, path)
+    source = setting.pop("source", None) or f"import:cohen:{name.with_name(path.name).as_posix()}"
+    rows = cohen_rows(df, setting, source, sha256_of(path), notes)
+    return ImportedLog(path, name, rows, setting, used, notes)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_imports(items: list[ImportedLog], outdir: Path) -> list[tuple[Path, str]]:
+    """Write every log's rows below ``outdir``, all or nothing: an existing file with the same rows is left as it is
+    (``unchanged``), one with other rows is never overwritten (ValueError naming it, before anything is written).
+    Returns (path, ``written`` or ``unchanged``) per log."""
+    plan = []
+    for item in items:
+        target = outdir / item.name
+        if target.resolve() == item.path.resolve():
+            raise ValueError(f"--out {outdir} would write over the log {item.path} itself; import into another folder")
+        text = item.rows.to_csv(sep="\t", index=False)
+        if target.is_file():
+            if target.read_text() != text:
+                raise ValueError(f"{target} already holds a different result (imported from "
+                                 f"{_source_of(target)}); a different result is never overwritten: remove it or "
+                                 f"import into another --out")
+            plan.append((target, None))
+        elif target.exists():
+            raise ValueError(f"{target} is in the way (not a file)")
+        else:
+            plan.append((target, text))
+    written: list[Path] = []
+    try:
+        for target, text in plan:
+            if text is not None:
+                written.append(atomic_write_text(target, text))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return [(target, "unchanged" if text is None else "written") for target, text in plan]
+
+
+def _source_of(path: Path) -> str:
+    try:
+        return str(pd.read_csv(path, sep="\t", dtype=str, usecols=["source"])["source"].iloc[0])
+    except (ValueError, KeyError, IndexError, OSError):
+        return "an earlier import"
+
+
+NUMERIC_FIELDS = {"sigma": float, "b": int, "K": int, "N0": int, "N": int, "alpha": float}
+
+
+def pattern_logs(pattern: str) -> list[tuple[Path, dict[str, str]]]:
+    """The files matching ``pattern``, a path with ``{name}`` placeholders each standing for one path part or a piece
+    of one (``runs/{classifier}/noise_{train_sigma}/test/sigma_{sigma}``), with the text each placeholder matched.
+    ValueError when nothing matches."""
+    parts = re.split(r"\{(\w+)\}", pattern)
+    regex, seen = "", set()
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            regex += re.escape(part)
+        else:
+            regex += f"(?P={part})" if part in seen else f"(?P<{part}>[^/]+?)"
+            seen.add(part)
+    matcher = re.compile(regex + "$")
+    found = []
+    for name in sorted(glob.glob(re.sub(r"\{\w+\}", "*", pattern))):
+        match = matcher.match(name)
+        if match and Path(name).is_file():
+            found.append((Path(name), match.groupdict()))
+    if not found:
+        raise ValueError(f"no log matches --pattern {pattern}")
+    return found
+
+
+def pattern_setting(given: dict, fields: dict[str, str], path: Path) -> dict:
+    """``given`` with the pattern's ``fields`` filled in: a field named like a setting key sets it; every given text
+    may use any field as ``{name}`` (``--classifier 'resnet110-noise{train_sigma}'``)."""
+    out = {}
+    for key, value in given.items():
+        if isinstance(value, str) and "{" in value:
+            try:
+                value = value.format(**fields)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"--{key} {value!r}: no pattern field {err}") from None
+        out[key] = value
+    for key, text in fields.items():
+        if key in SETTING_FIELDS:
+            if given.get(key) is not None:
+                raise ValueError(f"--{key} and the pattern's {{{key}}} both set {key}; give one")
+            try:
+                out[key] = NUMERIC_FIELDS.get(key, str)(text) if text not in (UNKNOWN, INFER) else text
+            except ValueError:
+                raise ValueError(f"{path}: the pattern's {{{key}}} is {text!r}, not a number") from None
+    return out
+
+
 def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float] | None = None,
-                 sidecar: str | Path | None = None, log=None) -> list[Path]:
-    """Import each log (one ``--sigma`` for all, or one per log) into ``outdir`` (:func:`imported_name`)."""
+                 sidecar: str | Path | None = None, log=None, pattern: str | None = None) -> list[Path]:
+    """Import each log (one ``--sigma`` for all, or one per log), or every file matching ``pattern``
+    (:func:`pattern_logs`, its fields filling the setting), into ``outdir`` (:func:`output_names`), all or nothing;
+    re-importing the same logs changes nothing."""
+    logs = list(dict.fromkeys(Path(p) for p in logs))
+    found = pattern_logs(pattern) if pattern else []
     if sigmas and len(sigmas) not in (1, len(logs)):
         raise ValueError(f"give one --sigma for all logs or one per log ({len(logs)}), got {len(sigmas)}")
-    log = log or sys.stderr
-    written = []
-    for i, path in enumerate(map(Path, logs)):
-        if not path.is_file():
-            raise ValueError(f"log not found: {path}")
+    missing = [str(p) for p in logs if not p.is_file()]
+    if missing:
+        raise ValueError(f"log not found: {', '.join(missing)}")
+    per_log = []
+    for i, path in enumerate(logs):
         sigma = sigmas[0] if sigmas and len(sigmas) == 1 else (sigmas[i] if sigmas else None)
-        setting, used = log_setting(path, {**given, **({"sigma": sigma} if sigma is not None else {})}, sidecar)
-        df = read_cohen_log(path, warn=log)
-        check_radii(df, setting, path)
-        out = write_rows(cohen_rows(df, setting, f"import:cohen:{path.name}"), outdir / imported_name(path))
-        note = f" (defaults: {', '.join(f'{k}={setting[k]}' for k in used)})" if used else ""
-        print(f"{path} -> {out}: {len(df)} images, {setting['dataset']}/{setting['classifier']}/{setting['method']} "
-              f"sigma={setting['sigma']}{note}", file=log)
-        written.append(out)
-    return written
+        per_log.append((path, {**given, **({"sigma": sigma} if sigma is not None else {})}))
+    per_log += [(path, pattern_setting(given, fields, path)) for path, fields in found if path not in logs]
+    paths = [path for path, _ in per_log]
+    log = log or sys.stderr
+    items = [read_import(path, name, setting, sidecar, log)
+             for (path, setting), name in zip(per_log, output_names(paths))]
+    return report_imports(items, write_imports(items, outdir), log)
+
+
+def report_imports(items: list[ImportedLog], done: list[tuple[Path, str]], log) -> list[Path]:
+    for item, (out, status) in zip(items, done):
+        s = item.setting
+        note = f" (defaults: {', '.join(f'{k}={s[k]}' for k in item.defaults)})" if item.defaults else ""
+        extra = "".join(f"; {n}" for n in item.notes)
+        print(f"{item.path} -> {out}{'' if status == 'written' else ' (unchanged)'}: {len(item.rows)} images, "
+              f"{s['dataset']}/{s['classifier']}/{s['method']} sigma={s['sigma']}{note}{extra}", file=log)
+    return [out for out, _ in done]
 
 
 def prediction_files(prefix: str, image_id: int, seed: int) -> tuple[Path, Path]:

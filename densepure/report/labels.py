@@ -45,9 +45,9 @@ def classifier_label(name: str) -> str:
 
 def classifier_matches(written: str, key: str) -> bool:
     """Whether the classifier name written in a TSV is the spec's ``key``: the same classifier up to aliases
-    (:func:`canonical_classifier`), or a registered name extending it (``vit-b16-cifar10`` for ``vit-b16``)."""
-    w, k = canonical_classifier(written), canonical_classifier(key)
-    return w == k or w.startswith(k + "-") or w.startswith(k + "_")
+    (:func:`canonical_classifier`: ``vit-b16-cifar10`` for ``vit-b16``). Names are matched whole: ``resnet110`` is
+    not ``resnet110-noise0.25``."""
+    return canonical_classifier(written) == canonical_classifier(key)
 
 
 def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:

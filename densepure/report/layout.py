@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROW_KEY_NAMES = {"dataset_label": "Dataset", "method_label": "Method", "off_the_shelf": "Off-the-shelf",
+ROW_KEY_NAMES = {"dataset_label": "Dataset", "method_label": "Method", "provenance": "Source",
+                 "off_the_shelf": "Off-the-shelf",
                  "classifier_label": "Model", "sigma": "σ", "b": "b", "K": "K"}
 ROW_KEY_TEX = {"sigma": r"$\sigma$", "b": "$b$", "K": "$K$"}
 BEYOND = "†"
@@ -66,7 +67,7 @@ def table_layout(cells: pd.DataFrame) -> tuple[list[str], list[tuple], pd.DataFr
     radii_by_ds = {ds: tuple(sorted(g["radius"].unique())) for ds, g in c.groupby("dataset_label", sort=False)}
     grouped = len(radii_by_ds) > 1 and len(set(radii_by_ds.values())) > 1
     row_keys = []
-    for key in ["dataset_label", "method_label", "off_the_shelf", "classifier_label", "sigma", "b", "K"]:
+    for key in ["dataset_label", "method_label", "provenance", "off_the_shelf", "classifier_label", "sigma", "b", "K"]:
         if key not in c or c[key].isna().all() or (key == "dataset_label" and grouped):
             continue
         if key in ("method_label", "off_the_shelf"):
@@ -77,7 +78,7 @@ def table_layout(cells: pd.DataFrame) -> tuple[list[str], list[tuple], pd.DataFr
         elif key == "classifier_label":  # a model column only where one dataset has several models (Table 2)
             if (c.groupby("dataset_label", sort=False)[key].nunique(dropna=True) > 1).any():
                 row_keys.append(key)
-        elif c[key].nunique(dropna=True) > 1:
+        elif c[key].nunique(dropna=True) > 1:  # sigma, and the source where rows come from several
             row_keys.append(key)
     c["_text"] = [cell_text(r) for r in c.to_dict("records")]
     c["_group"] = c["dataset_label"] if grouped else ""
@@ -146,8 +147,9 @@ def note(cells: pd.DataFrame) -> str:
     if "beyond_max_radius" in cells and cells["beyond_max_radius"].fillna(False).astype(bool).any():
         parts.append(f"{BEYOND}: beyond the largest radius N draws can certify, sigma Phi^-1(alpha^(1/N)); "
                      "no image can count there.")
-    if "reproduced" in cells and (~cells["reproduced"].astype(bool)).any():
-        parts.append("Rows other than Carlini and Ours are quoted from the paper, not reproduced.")
+    if "provenance" in cells:
+        by_source = cells.groupby("provenance", sort=False)["method_label"].agg(lambda m: ", ".join(dict.fromkeys(m)))
+        parts.append(" ".join(f"{source[0].upper()}{source[1:]}: {methods}." for source, methods in by_source.items()))
     if "n" in cells and cells["n"].notna().any():
         ns = sorted({int(x) for x in cells["n"].dropna()})
         parts.append(f"n = {', '.join(map(str, ns))} images per reproduced cell; 95% Clopper-Pearson intervals in "

@@ -234,7 +234,8 @@ def compare_artifact(results: pd.DataFrame, spec: dict, artifact: str, paper_csv
     table_spec = {**spec, "panels": [p for p in panels(spec) if p.get("radii") != "curve"]}
     if not table_spec["panels"]:
         raise ValueError(f"artifact {artifact!r} has no panel at table radii to compare")
-    return compare_with_paper(table_artifact(results, table_spec, artifact), paper_csv, artifact, image_sets)
+    table = table_artifact(results, table_spec, artifact, allow_missing=True)  # unmatched paper cells: "missing"
+    return compare_with_paper(table, paper_csv, artifact, image_sets)
 
 
 COMPARISON_COLUMNS = ["dataset", "classifier", "method_key", "sigma", "b", "K", "radius", "paper_certified_accuracy",

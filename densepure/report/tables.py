@@ -146,7 +146,24 @@ def setting_accuracy(rep: Reported, radii: Sequence[float]) -> pd.DataFrame:
     acc.insert(acc.columns.get_loc("n") + 1, "n_expected", rep.meta["n_expected"])
     acc["max_radius"] = max_certifiable_radius(rep.meta["sigma"], rep.meta["N"], rep.meta["alpha"])
     acc["beyond_max_radius"] = acc["radius"] > acc["max_radius"]
+    acc["provenance"] = provenance(rep.rows)
     return acc
+
+
+REPRODUCED, QUOTED = "reproduced here", "quoted from the paper"
+
+
+def provenance(rows: pd.DataFrame) -> str:
+    """Where a setting's rows come from: ``reproduced here`` (computed by this package: ``source`` is
+    ``densepure``), else ``imported from`` each declared source (``densepure import --source``), or from the logs'
+    format when none was declared (``import:cohen:<log>`` -> ``Cohen-format logs``)."""
+    sources = sorted(set(rows["source"]) - {"densepure"}) if "source" in rows else []
+    if not sources:
+        return REPRODUCED
+    formats = {"cohen": "Cohen-format logs", "densepure-votes": "the official DensePure code's label files"}
+    named = dict.fromkeys(formats.get(s.split(":")[1], s) if s.startswith("import:") and s.count(":") >= 1 else s
+                          for s in sources)
+    return "imported from " + "; ".join(named)
 
 
 def cells_of(settings: list[Reported], radii_of, artifact: str) -> pd.DataFrame:
@@ -212,7 +229,7 @@ def table1(results: pd.DataFrame, spec: dict, paper_csv: str | Path | None = Non
     best["_order"] = [order[tuple(t)] for t in best[group + ["radius"]].itertuples(index=False)]
     best = best.sort_values("_order").drop(columns="_order").rename(columns={"sigma": "sigma_matched"})
     best.insert(best.columns.get_loc("b"), "sigma", np.nan)
-    best["off_the_shelf"] = "yes"
+    best["off_the_shelf"] = np.where(best["source_method"].isin(list(METHOD_LABELS)), "yes", "not stated")
     best["reproduced"] = True
     quoted = quoted_baselines(paper_csv, datasets=[dataset_label(p["dataset"]) for p in specs.panels(spec)])
     table.cells = pd.concat([quoted, best], ignore_index=True)[list(best.columns)]
@@ -236,7 +253,8 @@ def quoted_baselines(paper_csv: str | Path | None = None, datasets: Sequence[str
                          "radius": paper["radius"].astype(float).to_numpy(),
                          "certified_accuracy": paper["certified_accuracy"].astype(float).to_numpy(),
                          "clean_accuracy": paper["clean_accuracy"].astype(float).to_numpy(),
-                         "off_the_shelf": paper["off_the_shelf"].to_numpy(), "reproduced": False})
+                         "off_the_shelf": paper["off_the_shelf"].to_numpy(), "reproduced": False,
+                         "provenance": QUOTED})
 
 
 TABLES = {"table1": table1, "table2": table2, "tableA": table_a, "tableB": table_b}
