@@ -187,8 +187,8 @@ def _compare(args) -> list[Path]:
     from densepure.report.spec import load_spec
 
     spec = load_spec(args.spec, args.artifact)
-    results = _load(args)
     sets = load_image_sets(args.image_sets) if args.image_sets else None
+    results = _load(args)
     out = compare_artifact(results, spec, args.artifact, args.paper, sets)
     paths, summary = write_comparison(out, args.out, args.artifact)
     print(f"{args.out}: {summary}")
@@ -251,7 +251,12 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _check_outputs(args) -> None:
-    """Refuse outputs that cannot be written before reading anything (one line naming the option)."""
+    """Refuse outputs that cannot be written, and artifact names that are no plain file name, before reading
+    anything (one line naming the option)."""
+    from densepure.files.paths import safe_name
+
+    if getattr(args, "artifact", None) is not None and getattr(args, "report_command", "") in ("table", "figure"):
+        safe_name(args.artifact, "--artifact")
     if getattr(args, "outdir", None) is not None:
         check_output_path(args.outdir, "--outdir", folder=True)
     if getattr(args, "out", None) is not None and getattr(args, "report_command", "") in ("compare", "export"):

@@ -15,6 +15,7 @@ All return ``(net, schedule)`` where ``net(x, t)`` is a :class:`densepure.core.d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -51,9 +52,13 @@ def _read_bundle(path: Path) -> tuple[UNetConfig, Schedule, dict]:
     try:
         config = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in bundle["unet_config"].items()})
         schedule = make_schedule(bundle["schedule"]["kind"], int(bundle["schedule"]["T"]))
-        return config, schedule, bundle["state_dict"]
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise CheckpointMismatchError(f"{path} is not a densepure diffusion bundle ({err})") from None
+        state = bundle["state_dict"]
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as err:
+        raise CheckpointMismatchError(f"{path} is not a densepure diffusion bundle ({type(err).__name__}: {err})"
+                                      ) from None
+    if not isinstance(state, Mapping):
+        raise CheckpointMismatchError(f"{path}: its state_dict is a {type(state).__name__}, not a mapping of tensors")
+    return config, schedule, state
 
 
 def parse_schedule(text: str) -> Schedule:

@@ -7,7 +7,7 @@ import copy
 import math
 from pathlib import Path
 
-import yaml
+from densepure.files.yamlfile import read_yaml
 
 # Images per second of one forward pass, on one NVIDIA H200 unless noted. "measured" numbers are ours; the others
 # are assumptions, to be replaced with measured ones through --rates (benchmarks/throughput.py writes such a file:
@@ -53,11 +53,15 @@ def load_rates(path: str | Path | None = None) -> dict[str, dict]:
     if path is None:
         return rates
     try:
-        extra = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise RatesError(f"{path}: cannot read rates file ({' '.join(str(err).split())})") from None
+        extra = read_yaml(path, "rates file") or {}
+    except ValueError as err:
+        raise RatesError(str(err)) from None
     if not isinstance(extra, dict) or set(extra) - {"diffusion", "classifiers", "benchmark"}:
         raise RatesError(f"{path}: expected a mapping with keys `diffusion` and/or `classifiers` (and `benchmark`)")
+    wanted = {"diffusion": "architectures to {precision: images/s}", "classifiers": "classifier names to images/s"}
+    for key, what in wanted.items():
+        if not isinstance(extra.get(key) or {}, dict):
+            raise RatesError(f"{path}: {key} must map {what}, got {extra[key]!r}")
     for arch, per_precision in (extra.get("diffusion") or {}).items():
         if not isinstance(per_precision, dict):
             raise RatesError(f"{path}: diffusion.{arch} must map precisions (fp32, fp16, bf16) to images/s")

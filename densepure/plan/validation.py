@@ -21,9 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from densepure.files import resources
+from densepure.files.yamlfile import read_yaml
 
 SCHEMA = resources.resource(resources.SCHEMA)
 
@@ -108,9 +107,9 @@ def _default_filling_validator(schema: dict):
 
 
 def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
-    import yaml
+    from densepure.files.yamlfile import read_yaml
 
-    return yaml.safe_load(Path(path).read_text())
+    return read_yaml(path, "schema")
 
 
 def check_schema(config: dict, schema: dict) -> None:
@@ -354,10 +353,18 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA, cross
     return config
 
 
-def validate_workflow_config(config: dict, schema_path: str | os.PathLike, cross_checks: bool = True) -> dict:
-    """:func:`validate_config` for the Snakefile: a mistake exits with ``densepure: config error: <one line>`` (status 2) before
-    Snakemake builds any job; ``DENSEPURE_DEBUG=1`` raises the ConfigError instead."""
+def validate_workflow_config(config: dict, schema_path: str | os.PathLike, cross_checks: bool = True,
+                             config_files: Iterable[str | os.PathLike] = ()) -> dict:
+    """:func:`validate_config` for the Snakefile: a mistake exits with ``densepure: config error: <one line>``
+    (status 2) before Snakemake builds any job; ``DENSEPURE_DEBUG=1`` raises the ConfigError instead. The
+    ``config_files`` Snakemake merged are read again to refuse a key given twice in one of them (Snakemake's
+    loader keeps the last)."""
     try:
+        for path in config_files:
+            try:
+                read_yaml(path, "config")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         return validate_config(config, schema_path, cross_checks)
     except ConfigError as err:
         if os.environ.get("DENSEPURE_DEBUG"):
@@ -370,10 +377,7 @@ def load_config(path: str | Path) -> dict:
     """A workflow config (a file, or a packaged one by name: :func:`densepure.files.resources.config_file`), validated
     against the workflow's schema with its defaults filled in."""
     path = resources.config_file(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read config ({' '.join(str(err).split())})") from None
+    config = read_yaml(path, "config")
     if not isinstance(config, dict):
         raise ValueError(f"{path}: a workflow config must be a mapping")
     try:

@@ -41,12 +41,12 @@ SETTING_FIELDS = ["dataset", "classifier", "method", "label", "sigma", "b", "K",
 def read_sidecar(path: str | Path) -> dict:
     """The setting of a foreign log from a YAML file (keys: dataset, classifier, method, label, sigma, b, K, N0, N,
     alpha, precision, diffusion); ValueError naming an unknown key."""
-    import yaml
+    from densepure.files.yamlfile import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"sidecar file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path, "sidecar") or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a sidecar is a mapping of setting keys")
     unknown = sorted(set(data) - set(SETTING_FIELDS) - {"diffusion", "seed", "source"})
@@ -84,6 +84,8 @@ def read_cohen_log(path: str | Path, warn=None) -> pd.DataFrame:
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError(f"empty log: {path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a text log in Cohen et al.'s format ({' '.join(str(err).split())})") from None
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in COHEN_COLUMNS if c not in df.columns]
     if missing:
@@ -293,9 +295,11 @@ def write_imports(items: list[ImportedLog], outdir: Path) -> list[tuple[Path, st
     """Write every log's rows below ``outdir``, all or nothing: an existing file with the same rows is left as it is
     (``unchanged``), one with other rows is never overwritten (ValueError naming it, before anything is written).
     Returns (path, ``written`` or ``unchanged``) per log."""
+    from densepure.files.paths import inside
+
     plan = []
     for item in items:
-        target = outdir / item.name
+        target = inside(outdir, item.name, "an imported log's name")
         if target.resolve() == item.path.resolve():
             raise ValueError(f"--out {outdir} would write over the log {item.path} itself; import into another folder")
         text = item.rows.to_csv(sep="\t", index=False)
@@ -423,6 +427,22 @@ def seeds_present(prefix: str, image_id: int) -> int:
     return k
 
 
+def label_array(path: Path) -> np.ndarray:
+    """The 1-D integer labels of one of the reference's ``.npy`` files; ValueError naming the file for anything
+    else (another shape, float or negative values, not an array file)."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a NumPy label file ({' '.join(str(err).split())})") from None
+    if labels.ndim != 1:
+        raise ValueError(f"{path}: labels of shape {labels.shape}; expected one label per draw (1-D)")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        raise ValueError(f"{path}: labels of type {labels.dtype} with non-integer values; expected class indices")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{path}: negative label {labels.min()}; expected class indices >= 0")
+    return labels.astype(np.int64)
+
+
 def stacked_votes(prefix: str, image_id: int, K: int) -> np.ndarray:
     """[N0 + N, K] labels of one image: the N0 selection then the N estimation predictions of seeds 0..K-1 as
     columns (rows are the shared noisy draws, SPEC section 8.2)."""
@@ -432,7 +452,7 @@ def stacked_votes(prefix: str, image_id: int, K: int) -> np.ndarray:
         for p in (n0, n):
             if not p.is_file():
                 raise ValueError(f"missing label file {p} (seeds must be 0..{K - 1})")
-        columns.append(np.concatenate([np.load(n0).ravel(), np.load(n).ravel()]))
+        columns.append(np.concatenate([label_array(n0), label_array(n)]))
     lengths = {len(c) for c in columns}
     if len(lengths) != 1:
         raise ValueError(f"image {image_id}: the seeds' label files have different lengths {sorted(lengths)}")
@@ -450,6 +470,7 @@ def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setti
 
     log = log or sys.stderr
     df = read_cohen_log(labels_log, warn=log)
+    check_log_values(df, labels_log)
     ids, labels = df["idx"].astype(int).tolist(), df["label"].astype(int).tolist()
     K = K or seeds_present(prefix, ids[0])
     if K < 1:

@@ -218,6 +218,9 @@ def write_table(table, name: str, outdir: str | Path) -> list[Path]:
     """Write ``<name>.csv`` / ``.md`` / ``.tex`` (booktabs) / ``.html`` laid out like the paper (see
     :func:`table_layout`; Markdown, LaTeX and HTML titled with the setting), ``<name>_cells.csv`` with the tidy
     cells (n, count, CI) and ``<name>_paired.csv`` with every paired difference."""
+    from densepure.files.paths import safe_name
+
+    safe_name(name, "the artifact name")
     cells = table.cells
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -53,12 +53,16 @@ def paper_csv(artifact: str) -> Path:
 
 
 def load_image_sets(path: str | Path | None = None) -> list[dict]:
-    import yaml
+    from densepure.files.yamlfile import read_yaml
 
     path = Path(path) if path else PAPER_DIR / "image_sets.yaml"
     if not path.is_file():
         raise ValueError(f"paper image sets not found: {path}")
-    return yaml.safe_load(path.read_text()) or []
+    sets = read_yaml(path, "image sets file") or []
+    if not isinstance(sets, list) or not all(isinstance(s, dict) and "dataset" in s for s in sets):
+        raise ValueError(f"{path}: an image sets file is a list of mappings with a dataset, a source and the "
+                         "images (see results/paper/image_sets.yaml)")
+    return sets
 
 
 def _paper_images(source: str, dataset: str, n: float, image_sets: list[dict]) -> tuple[float, set | None]:

@@ -42,10 +42,11 @@ def load_spec(path: str | Path, artifact: str) -> dict:
     import yaml
 
     from densepure.files import resources
+    from densepure.files.yamlfile import load_yaml_text
 
     path = resources.config_file(path, what="spec file")
     try:
-        config = yaml.safe_load(_extract_yaml(path.read_text())) or {}
+        config = load_yaml_text(_extract_yaml(path.read_text())) or {}
     except (UnicodeDecodeError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read spec ({' '.join(str(err).split())})") from None
     artifacts = config.get("artifacts", config) if isinstance(config, dict) else {}

@@ -164,10 +164,9 @@ def radius_outputs(settings: dict, csv_path: str, md_path: str, png: str, pdf: s
 
 def theory_settings(spec: str) -> dict:
     """The ``theory`` section of the config file ``spec``."""
-    import yaml
+    from densepure.files.yamlfile import read_yaml
 
-    with open(spec) as handle:
-        config = yaml.safe_load(handle) or {}
-    if "theory" not in config:
+    config = read_yaml(spec, "config file") or {}
+    if not isinstance(config, dict) or "theory" not in config:
         raise ValueError(f"{spec}: no `theory` section")
     return config["theory"]

@@ -28,6 +28,7 @@ validation.validate_workflow_config(
     config,
     workflow.source_path("../schemas/config.schema.yaml"),
     cross_checks=workflow.is_main_process,
+    config_files=workflow.configfiles,
 )
 
 # Jobs inherit this process's environment (locally, and through sbatch's default --export=ALL on Slurm).
