@@ -38,8 +38,8 @@ SPEC_HELP = ("YAML with the artifact specs (a workflow config or config/README.m
 
 
 def register(subparsers) -> None:
-    """Add ``table``, ``figure``, ``compare``, ``import`` and ``export`` to an argparse subparsers object (each
-    sets ``report_command``)."""
+    """Add ``table``, ``figure``, ``compare``, ``import``, ``export`` and ``ledger`` to an argparse subparsers object
+    (each sets ``report_command``)."""
     p = subparsers.add_parser("table", help="write a table artifact as CSV, Markdown, LaTeX and HTML",
                               description="Write a table artifact from result TSVs: the paper's layout (.csv, .md, "
                                           ".tex, .html), the tidy cells (_cells.csv) and the paired differences "
@@ -154,6 +154,36 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="output JSON")
     p.set_defaults(report_command="export", handler=run_report)
 
+    p = subparsers.add_parser("ledger", help="one table of every reproduced and imported result",
+                              description="Every certified result the results hold, one row per setting: where it "
+                                          "comes from, images, clean and certified accuracy at the standard radii "
+                                          "with 95%% intervals ('not certifiable' beyond what N and alpha allow), "
+                                          "forward passes per image (measured from the votes stores for ours), the "
+                                          "inputs' sha256; and every pair of results of one dataset and sigma (paired "
+                                          "where both are ours on the same images). Writes ledger.csv, .md, .html, "
+                                          ".json (checked against workflow/schemas/ledger.schema.json) and "
+                                          "ledger_pairs.csv.")
+    _add_results(p)
+    p.add_argument("--outdir", required=True, type=Path, help="output directory")
+    p.add_argument("--run", default="ledger", help="name of the run in the title and the JSON [ledger]")
+    p.add_argument("--votes-dir", nargs="*", type=Path, default=[],
+                   help="votes stores, or folders searched recursively for them (measured cost of our results)")
+    p.add_argument("--radii", nargs="+", type=dataset_radii, metavar="DATASET:R,R,...",
+                   help="standard radii per dataset [cifar10:0.25,0.5,0.75,1 imagenet:0.5,1,1.5,2,3]")
+    p.set_defaults(report_command="ledger", handler=run_report)
+
+
+def dataset_radii(text: str) -> tuple[str, list[float]]:
+    """``cifar10:0.25,0.5`` -> ``("cifar10", [0.25, 0.5])``."""
+    dataset, _, values = text.partition(":")
+    try:
+        radii = [non_negative_float(v) for v in values.split(",")]
+    except argparse.ArgumentTypeError:
+        radii = []
+    if not dataset or not radii:
+        raise argparse.ArgumentTypeError(f"expected DATASET:R,R,... with radii >= 0, got {text!r}")
+    return dataset, radii
+
 
 def _load(args):
     from densepure.report.load import load_results, print_summary
@@ -221,8 +251,25 @@ def _import(args) -> list[Path]:
 def _export(args) -> list[Path]:
     from densepure.report.export import DEFAULT_RADII, export_run, write_export
 
+    from densepure.report.export import find_stores
+
     results = _load(args)
-    return [write_export(export_run(results, args.run, args.radii or DEFAULT_RADII, args.votes_dir), args.out)]
+    stores = find_stores(args.votes_dir)
+    return [write_export(export_run(results, args.run, args.radii or DEFAULT_RADII, stores), args.out)]
+
+
+def _ledger(args) -> list[Path]:
+    from densepure.report.export import find_stores
+    from densepure.report.ledger import check_document, ledger, ledger_document, ledger_pairs, ledger_table, \
+        write_ledger
+
+    results = _load(args)
+    radii = dict(args.radii or [])
+    entries = ledger(results, radii, find_stores(args.votes_dir))
+    pairs = ledger_pairs(results, radii)
+    document = ledger_document(entries, pairs, args.run)
+    check_document(document)
+    return write_ledger(document, ledger_table(entries), pairs, args.outdir)
 
 
 def _figure(args) -> list[Path]:
@@ -236,7 +283,8 @@ def _figure(args) -> list[Path]:
     return paths
 
 
-RUNNERS = {"table": _table, "figure": _figure, "compare": _compare, "import": _import, "export": _export}
+RUNNERS = {"table": _table, "figure": _figure, "compare": _compare, "import": _import, "export": _export,
+           "ledger": _ledger}
 
 
 def run_report(args: argparse.Namespace) -> int:

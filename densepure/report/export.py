@@ -39,6 +39,23 @@ def _seconds(text: str) -> float:
     return days * 86400 + int(h) * 3600 + int(m) * 60 + float(s)
 
 
+def find_stores(paths: Sequence[str | Path]) -> list[Path]:
+    """Votes stores: each path that is one (it holds ``setting.json``), and every store below the others (searched
+    recursively, as ``--results`` searches for TSVs). ValueError naming a path that is neither."""
+    from densepure.job.votes import SETTING_FILE
+
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if (path / SETTING_FILE).is_file():
+            out.append(path)
+            continue
+        found = sorted(p.parent for p in path.rglob(SETTING_FILE)) if path.is_dir() else []
+        if not found:
+            raise ValueError(f"--votes-dir {path}: no votes store there (no {SETTING_FILE} in it or below it)")
+        out.extend(found)
+    return list(dict.fromkeys(out))
+
+
 def _store_info(votes_dirs: Sequence[Path]) -> list[dict]:
     """Setting, checkpoints and device of each votes store."""
     from densepure.job.votes import VotesStore

@@ -186,3 +186,13 @@ def theory_outputs():
         *multiext(f"{RESULTS}/tables/theory_radius", ".csv", ".md"),
         *multiext(f"{FIGURES}/theory_radius", ".png", ".pdf"),
     ]
+
+
+def ledger_radii_option(config):
+    """``--radii DATASET:R,R ...`` of the config's ledger radii, quoted for the shell ('' when none)."""
+    import shlex
+
+    radii = config["ledger"]["radii"]
+    if not radii:
+        return ""
+    return "--radii " + " ".join(shlex.quote(f"{d}:{','.join(map(str, r))}") for d, r in radii.items())

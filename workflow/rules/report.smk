@@ -120,6 +120,37 @@ rule export:
         "--out {output:q} 2> {log:q}"
 
 
+# Every result of the run and the imported ones the config names, in one table with intervals, cost and provenance
+# (`snakemake ledger`).
+rule ledger:
+    input:
+        results=sorted({aggregate_path(agg) for agg in grid.aggregates(config)}),
+        imported=config["ledger"]["imports"],
+        shards=[shard for s in grid.settings(config) for shard in shard_outputs(s.name)],
+    output:
+        report(
+            f"{RESULTS}/ledger/ledger.html",
+            caption="../report/ledger.rst",
+            category="Ledger",
+        ),
+        csv=f"{RESULTS}/ledger/ledger.csv",
+        json=f"{RESULTS}/ledger/ledger.json",
+    log:
+        f"logs/{RUN}/ledger.log",
+    localrule: True
+    conda:
+        SOFTWARE_ENV
+    params:
+        votes=[store_dir(s.name) for s in grid.settings(config)],
+        run=RUN,
+        radii=ledger_radii_option(config),
+        outdir=f"{RESULTS}/ledger",
+    shell:
+        DENSEPURE
+        + " ledger --run {params.run:q} --results {input.results:q} {input.imported:q} --votes-dir {params.votes:q} "
+        "--outdir {params.outdir:q} {params.radii} 2> {log:q}"
+
+
 # One target per artifact: `snakemake table_B`, `snakemake fig_3`, ...
 for _artifact in grid.selected_artifacts(config):
 
