@@ -183,3 +183,26 @@ def test_compare_with_the_paper_where_some_cells_have_no_match(tree, capsys):
     assert len(mine) and mine["status"].isin(["ok", "differs"]).all()
     assert (out["status"] == "missing").sum() == len(out) - len(mine) > 0
     assert "not reproduced" in (root / "cmp" / "table1.html").read_text()
+
+
+def test_an_envelope_row_takes_the_best_cell_and_names_it(tree, capsys):
+    """The papers' rows "best over noise levels and models": per radius the best of the chosen settings."""
+    root, logs = tree
+    import_tree(root, capsys)
+    spec = root / "envelope.yaml"
+    spec.write_text("artifacts:\n  best:\n    panels:\n"
+                    "      - {dataset: cifar10, classifiers: [resnet110, resnet110-adv, x, x_o], sigmas: [0.25, 0.5], "
+                    "bs: [1], Ks: [1], methods: [cohen], radii: [0.0, 0.25, 0.5, 0.75], images: null}\n"
+                    "    envelopes:\n      - {label: 'RS, best of 4 models', methods: [cohen]}\n")
+    assert main(["table", "--artifact", "best", "--spec", str(spec), "--results", str(root / "imported"),
+                 "--outdir", str(root / "t")]) == 0, capsys.readouterr().err
+    cells = pd.read_csv(root / "t" / "best_cells.csv")
+    envelope = cells[cells["method_key"] == "envelope"].sort_values("radius")
+    radii = [0.0, 0.25, 0.5, 0.75]
+    counts = {(m, s): counts_from_file(p, radii)[1] for d, m, s, p in logs.values() if d == "cifar10"}
+    assert envelope["count"].tolist() == [max(c[j] for c in counts.values()) for j in range(len(radii))]
+    for row in envelope.itertuples():
+        label, model, sigma = row.envelope_of.split(", ")
+        assert counts[(model, float(sigma.split("=")[1]))][radii.index(row.radius)] == row.count
+    wide = pd.read_csv(root / "t" / "best.csv", dtype=str, keep_default_na=False)
+    assert wide.iloc[-1, 0] == "RS, best of 4 models" and "[RS (Cohen et al.), " in wide.iloc[-1, -1]

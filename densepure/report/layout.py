@@ -40,6 +40,8 @@ def cell_text(row) -> str:
         text = f"({row['clean_accuracy']:.1f}) {text}"
     if _present(row.get("diff_vs_carlini")) and not (_present(beyond) and bool(beyond)):
         text += f" ({row['diff_vs_carlini']:+.1f} [{row['diff_low']:+.1f}, {row['diff_high']:+.1f}])"
+    if _present(row.get("envelope_of")):
+        text += f" [{row['envelope_of']}]"
     return text
 
 

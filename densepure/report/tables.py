@@ -270,8 +270,41 @@ def table_artifact(results: pd.DataFrame, spec: dict, name: str, **kwargs) -> Ta
     build = TABLES.get(name)
     table = build(results, spec, **kwargs) if build else table_cells(results, spec, name, **kwargs)
     table.paired = paired_table(table)
-    table.cells = add_baseline_difference(table.cells, table.paired)
+    table.cells = add_envelopes(add_baseline_difference(table.cells, table.paired), spec)
     return table
+
+
+def add_envelopes(cells: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Envelope rows of a spec's ``envelopes: [{label, methods, classifiers, sigmas}]`` (each filter optional): per
+    dataset and radius, the cell of the best certified accuracy among the matching cells (the first in the table's
+    order on a tie), as the papers' "best over noise levels and models" rows. ``envelope_of`` names the setting
+    behind each envelope cell."""
+    envelopes = (spec or {}).get("envelopes") or []
+    if not envelopes:
+        return cells
+    out = [cells]
+    for envelope in envelopes:
+        if not isinstance(envelope, dict) or not envelope.get("label"):
+            raise ValueError(f"an envelope needs a label (and optionally methods, classifiers, sigmas), got "
+                             f"{envelope!r}")
+        m = pd.Series(True, index=cells.index)
+        for key, column in (("methods", "method_key"), ("classifiers", "classifier")):
+            if envelope.get(key):
+                m &= cells[column].isin([str(v) for v in envelope[key]])
+        if envelope.get("sigmas"):
+            m &= np.isin(cells["sigma"].astype(float), [float(s) for s in envelope["sigmas"]])
+        chosen = cells[m]
+        if chosen.empty:
+            raise ValueError(f"envelope {envelope['label']!r} matches no cell of the table")
+        best = chosen.loc[chosen.groupby(["dataset", "radius"], sort=False)["certified_accuracy"].idxmax()].copy()
+        best["envelope_of"] = [f"{r.method_label}, {r.classifier}, σ={r.sigma:g}" for r in best.itertuples()]
+        best["method_key"], best["method_label"] = "envelope", envelope["label"]
+        best[["sigma", "b", "K", "classifier_label"]] = np.nan
+        for column in ("diff_vs_carlini", "diff_low", "diff_high", "mcnemar_p"):
+            if column in best:
+                best[column] = np.nan
+        out.append(best)
+    return pd.concat(out, ignore_index=True)
 
 
 def incomplete_settings(cells: pd.DataFrame) -> list[str]:
