@@ -206,3 +206,24 @@ def test_an_envelope_row_takes_the_best_cell_and_names_it(tree, capsys):
         assert counts[(model, float(sigma.split("=")[1]))][radii.index(row.radius)] == row.count
     wide = pd.read_csv(root / "t" / "best.csv", dtype=str, keep_default_na=False)
     assert wide.iloc[-1, 0] == "RS, best of 4 models" and "[RS (Cohen et al.), " in wide.iloc[-1, -1]
+
+
+def test_imported_rows_compare_with_the_papers_row_of_their_method(tree, capsys):
+    """Table 1 quotes RS (Cohen et al.) without a classifier; a spec's paper_methods maps the imported method key to
+    it, so the comparison needs no code."""
+    root, logs = tree
+    import_tree(root, capsys)
+    spec = root / "rs.yaml"
+    spec.write_text("artifacts:\n  table1:\n    paper_methods: {cohen: rs}\n    panels:\n"
+                    "      - {dataset: cifar10, classifiers: [resnet110], sigmas: [0.25, 0.5], bs: [1], Ks: [1], "
+                    "methods: [cohen], radii: [0.25, 0.5, 0.75, 1.0], images: null}\n")
+    assert main(["compare", "--artifact", "table1", "--spec", str(spec), "--results", str(root / "imported"),
+                 "--out", str(root / "cmp" / "rs.csv")]) == 0, capsys.readouterr().err
+    out = pd.read_csv(root / "cmp" / "rs.csv")
+    rs = out[(out["method_key"] == "rs") & (out["dataset"] == "CIFAR-10")].sort_values("radius")
+    assert rs["reproduced_method_key"].tolist() == ["cohen"] * 4 and rs["status"].isin(["ok", "differs"]).all()
+    assert rs["paper_certified_accuracy"].tolist() == [61.0, 43.0, 32.0, 23.0]
+    counts = [counts_from_file(p, [0.25, 0.5, 0.75, 1.0]) for d, m, s, p in logs.values()
+              if d == "cifar10" and m == "resnet110"]
+    best = [max(100 * c[1][j] / c[0] for c in counts) for j in range(4)]  # Table 1: the best over sigma
+    assert rs["reproduced_certified_accuracy"].tolist() == pytest.approx(best)

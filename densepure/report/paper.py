@@ -74,8 +74,10 @@ def _paper_images(source: str, dataset: str, n: float, image_sets: list[dict]) -
     return n, None
 
 
-def paper_rows(path: str | Path, artifact: str | None = None, image_sets: list[dict] | None = None) -> pd.DataFrame:
-    """Published Carlini / Ours numbers of ``artifact`` (all rows when None) with the columns ``source, dataset,
+def paper_rows(path: str | Path, artifact: str | None = None, image_sets: list[dict] | None = None,
+               methods: set[str] | None = None) -> pd.DataFrame:
+    """Published numbers of ``artifact`` (all rows when None) of the paper's method keys ``methods`` (default Carlini
+    and Ours) with the columns ``source, dataset,
     classifier, method_key, sigma, b, K, radius, certified_accuracy, clean_accuracy, n, ids`` (labels as printed;
     ``ids`` a set, or None where the paper's ids are unknown)."""
     path = Path(path)
@@ -96,7 +98,7 @@ def paper_rows(path: str | Path, artifact: str | None = None, image_sets: list[d
         paper = paper[paper[column].astype(str).str.startswith(label)]
         if paper.empty:
             raise ValueError(f"no rows for {label} in {path}")
-    paper = paper[paper["method_key"].isin(["densepure", "carlini"])].copy()
+    paper = paper[paper["method_key"].isin(sorted(methods or {"densepure", "carlini"}))].copy()
     for col in ("sigma", "b", "K", "clean_accuracy", "n"):
         if col not in paper:
             paper[col] = np.nan
@@ -126,11 +128,14 @@ def same_images_test(q: np.ndarray, d) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return two_sided_tail(dpmf, d), symmetric_quantile(dpmf), sd
 
 
-def _match(paper: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+def _match(paper: pd.DataFrame, cells: pd.DataFrame, method_map: dict | None = None) -> pd.DataFrame:
     """Paper rows (columns prefixed ``paper_``) joined with the reproduced cells they stand for: one row per paper
-    cell and reproduced method; a paper cell without a reproduced cell once, with NaNs."""
+    cell and reproduced method; a paper cell without a reproduced cell once, with NaNs. ``method_map`` maps our
+    method keys to the paper's (a spec's ``paper_methods``, e.g. ``{cohen: rs}`` for Table 1's RS row); a paper row
+    that names no classifier (Table 1's baselines) matches any classifier of its method."""
+    keys = {**PAPER_METHOD_KEY, **(method_map or {})}
     rep = cells[cells["setting"].notna()].copy()
-    rep["paper_method_key"] = rep["method_key"].map(lambda m: PAPER_METHOD_KEY.get(m, m))
+    rep["paper_method_key"] = rep["method_key"].map(lambda m: keys.get(m, m))
     rep["dataset_label"] = rep["dataset"].map(dataset_label)
     rep["classifier_label"] = rep["classifier"].map(classifier_label)
     left = paper.rename(columns={"dataset": "dataset_label", "classifier": "classifier_label",
@@ -142,8 +147,11 @@ def _match(paper: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     left["_radius"] = left["paper_radius"].astype(float).round(6)
     rep["_sigma"] = rep["sigma"].astype(float).fillna(-1.0).round(6)
     rep["_radius"] = rep["radius"].astype(float).round(6)
-    keys = ["dataset_label", "classifier_label", "paper_method_key", "_sigma", "_radius"]
-    out = left.merge(rep, on=keys, how="left")
+    on = ["dataset_label", "paper_method_key", "_sigma", "_radius"]
+    named = ~left["classifier_label"].astype(str).isin(["", "nan", "None"])
+    out = pd.concat([left[named].merge(rep, on=on + ["classifier_label"], how="left"),
+                     left[~named].drop(columns="classifier_label").merge(rep, on=on, how="left")],
+                    ignore_index=True)
     found = out["setting"].notna()
     for col in ("b", "K"):  # where the paper gives b / K, the reproduced cell must have the same
         out = out[~(found & out[f"paper_{col}"].notna() & (out[f"paper_{col}"] != out[col]))]
@@ -155,7 +163,7 @@ def _match(paper: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare_with_paper(table, paper: str | Path | pd.DataFrame | None = None, artifact: str | None = None,
-                       image_sets: list[dict] | None = None) -> pd.DataFrame:
+                       image_sets: list[dict] | None = None, method_map: dict | None = None) -> pd.DataFrame:
     """Each published cell of ``artifact`` (default: the table's name) next to its reproduced cell, tested as the
     module docstring says. ``paper``: the published numbers (a CSV or :func:`paper_rows`' frame; default
     :func:`paper_csv`). Columns: the cell's keys, ``paper_certified_accuracy``, ``paper_n``, ``paper_count``,
@@ -165,8 +173,9 @@ def compare_with_paper(table, paper: str | Path | pd.DataFrame | None = None, ar
     ``mc_sd`` (the Monte-Carlo standard deviation of the difference), ``p_value``, ``p_holm`` and ``status``."""
     artifact = artifact or table.name
     if not isinstance(paper, pd.DataFrame):
-        paper = paper_rows(paper or paper_csv(artifact), artifact, image_sets)
-    out = _match(paper, table.cells)
+        methods = set(PAPER_METHOD_KEY.values()) | set((method_map or {}).values())
+        paper = paper_rows(paper or paper_csv(artifact), artifact, image_sets, methods)
+    out = _match(paper, table.cells, method_map)
     rep = out["setting"].notna().to_numpy()
     out["paper_count"] = np.rint(out["paper_certified_accuracy"] * out["paper_n"] / 100.0)
     out["difference"] = 100.0 * (out["count"] / out["n"] - out["paper_count"] / out["paper_n"])
@@ -239,7 +248,7 @@ def compare_artifact(results: pd.DataFrame, spec: dict, artifact: str, paper_csv
     if not table_spec["panels"]:
         raise ValueError(f"artifact {artifact!r} has no panel at table radii to compare")
     table = table_artifact(results, table_spec, artifact, allow_missing=True)  # unmatched paper cells: "missing"
-    return compare_with_paper(table, paper_csv, artifact, image_sets)
+    return compare_with_paper(table, paper_csv, artifact, image_sets, method_map=spec.get("paper_methods"))
 
 
 COMPARISON_COLUMNS = ["dataset", "classifier", "method_key", "sigma", "b", "K", "radius", "paper_certified_accuracy",
