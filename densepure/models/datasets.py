@@ -17,6 +17,7 @@ Your own data, under any name, by a *loader* (:func:`load_dataset`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -101,6 +102,26 @@ def _imagenet(root: Path) -> Dataset:
 
 
 DATASETS = {"digits": _digits, "cifar10": _cifar10, "imagenet": _imagenet}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+
+def check_imagenet_folder(root: str | Path, ids: Iterable[int] = ()) -> int:
+    """Check, without reading an image, that ``root`` is an ImageNet validation folder a job can certify ``ids``
+    from: it exists, holds 1,000 class folders, and has an image at every id (ids index the images in
+    ImageFolder's order). Returns the number of images; DataError in one line naming what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"ImageNet validation folder not found: {root} (datasets.imagenet.root; 1,000 class folders "
+                        "of the validation images, e.g. from the ILSVRC2012 validation archive)")
+    classes = sorted(d for d in root.iterdir() if d.is_dir())
+    if len(classes) != 1000:
+        raise DataError(f"ImageNet validation folder {root} has {len(classes)} class folders, expected 1000")
+    count = sum(1 for d in classes for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+    ids = list(ids)
+    if ids and max(ids) >= count:
+        raise DataError(f"ImageNet validation folder {root} holds {count} images; image id {max(ids)} of the "
+                        f"configured panels does not exist (ids 0..{count - 1})")
+    return count
 IMAGE_FOLDER = "image_folder"
 
 

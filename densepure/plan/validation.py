@@ -386,3 +386,38 @@ def load_config(path: str | Path) -> dict:
     except ConfigError as err:
         raise ValueError(f"{path}: {err}") from None
     return config
+
+
+_IMAGE_COUNTS: dict[str, int] = {}
+
+
+def check_job_data(config: dict, dataset: str, ids: Iterable[int]) -> None:
+    """Before a certification job is planned: the data it reads is there. ImageNet (read from its folder, never
+    downloaded): the folder, its 1,000 class folders and an image at every id (counted once per folder). DataError
+    in one line naming what is missing; other datasets are checked by their download rule or their loader."""
+    from densepure.models.datasets import DataError, check_imagenet_folder
+
+    data = config["datasets"][dataset]
+    if dataset != "imagenet" or data.get("loader"):
+        return
+    root = str(data["root"])
+    if root not in _IMAGE_COUNTS:
+        _IMAGE_COUNTS[root] = check_imagenet_folder(root)
+    ids = list(ids)
+    if ids and max(ids) >= _IMAGE_COUNTS[root]:
+        raise DataError(f"ImageNet validation folder {root} holds {_IMAGE_COUNTS[root]} images; image id {max(ids)} "
+                        f"does not exist (ids 0..{_IMAGE_COUNTS[root] - 1})")
+
+
+def exit_on_data_error(config: dict, dataset: str, ids: Iterable[int]) -> None:
+    """:func:`check_job_data` for the Snakefile: a missing dataset exits with ``densepure: data error: <one line>``
+    (status 2) while Snakemake plans the jobs, before any runs (a dry run stops too)."""
+    from densepure.models.datasets import DataError
+
+    try:
+        check_job_data(config, dataset, ids)
+    except DataError as err:
+        if os.environ.get("DENSEPURE_DEBUG"):
+            raise
+        print(f"densepure: data error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -80,8 +80,12 @@ def classifier_checkpoint(name):
 
 
 def certify_inputs(wildcards):
-    """Inputs of a certification job: both checkpoints and, for CIFAR-10, the extracted test batch."""
-    return model_inputs(grid.setting_by_name(config, wildcards.store).key)
+    """Inputs of a certification job: both checkpoints and its data (CIFAR-10's extracted test batch, from its
+    download rule; ImageNet's validation folder, checked before any job: a missing folder, class folder or image id
+    stops the run with one line)."""
+    setting = grid.setting_by_name(config, wildcards.store)
+    validation.exit_on_data_error(config, setting.key.dataset, setting.ids)
+    return model_inputs(setting.key)
 
 
 def model_inputs(key):
@@ -93,7 +97,7 @@ def model_inputs(key):
     data = config["datasets"][key.dataset]
     if key.dataset == "cifar10" and not data.get("loader"):
         inputs["data"] = f"{data['root']}/cifar-10-batches-py/test_batch"
-    elif data.get("loader") == "image_folder":
+    elif data.get("loader") == "image_folder" or key.dataset == "imagenet":
         inputs["data"] = data["root"]
     return {name: path for name, path in inputs.items() if path is not None}
 
