@@ -2,7 +2,7 @@
 
 For each suite (ImageNet: ADM-256 + BEiT-large-512; CIFAR-10: the 50M improved-diffusion UNet + ViT-B/16), with
 random weights, both modes are built exactly as ``densepure certify --mode reference|fast`` builds them
-(:func:`densepure.job.execution.resolve_execution`, :func:`densepure.job.certify.prepare_models`) and measured:
+(:func:`densepure.job.execution.resolve_execution`, :func:`densepure.job.networks.prepare_models`) and measured:
 
 * UNet images/s at the mode's network batch (reference: its batch of draws of one vote; fast: draws x votes), and
   its MFU: UNet FLOPs per image (counted by ``torch.utils.flop_counter`` on the meta device) x images/s over a
@@ -10,7 +10,7 @@ random weights, both modes are built exactly as ``densepure certify --mode refer
 * classifier images/s at the same batch;
 * end-to-end seconds per certified image at K = 40, b = 10 (the paper's main setting; the CPU-only ``digits`` suite:
   the embedded default's K = 10, b = 5) for N0 + N = 10,100 and 100,100 draws, extrapolated from
-  timed :class:`densepure.job.certify.Purifier` calls (noise generation, purification, preprocessing,
+  timed :class:`densepure.job.purifier.Purifier` calls (noise generation, purification, preprocessing,
   classification: everything but data loading and certification arithmetic; no lazy votes or early stopping, whose
   savings are counted in calls by benchmarks/savings.py), and the ratio reference / fast;
 * how often the two modes' labels agree on the (draw, vote) cells both computed (same image, same seeds).

@@ -12,7 +12,7 @@ Two kinds of numbers, two kinds of comparison:
   (worst store 99.6%), every certified count within one image, most equal. So a fresh run must have, per store, at
   least :data:`LABELS_EQUAL` of the labels computed in both runs equal, and every certified count (the ``count``
   columns) within :data:`COUNT_SLACK` image of the stored one; everything else those counts derive is checked
-  exactly by the first comparison. A real change moves far more (a different sigma mapping: see the README).
+  exactly by the first comparison. A real change moves far more (a different sigma mapping: see docs/numerics.md).
 
 ``python tests/stored_numbers.py RUN_DIR`` compares the run in RUN_DIR (a clone that ran the default) and prints
 what differs; exit status 1 when it is outside the bounds.

@@ -1,4 +1,5 @@
-"""Classifier registry, preprocessing (SPEC §6.2, §10 items 9-10) and checkpoint loading; offline, tiny models."""
+"""Classifier registry, preprocessing (docs/reference-behaviour.md#ref-6-2, #ref-10-9 and #ref-10-10) and checkpoint
+loading; offline, tiny models."""
 
 import sys
 import textwrap
@@ -238,7 +239,8 @@ def test_wrn_cifar_normalisation():
 
 
 def old_vit_feature_extractor(x):
-    """The 2022 ViTFeatureExtractor on float CHW images in [0, 1], written with numpy + Pillow (SPEC §6.2)."""
+    """The 2022 ViTFeatureExtractor on float CHW images in [0, 1], written with numpy + Pillow
+    (docs/reference-behaviour.md#ref-6-2)."""
     from PIL import Image
 
     out = []

@@ -94,7 +94,8 @@ def test_shared_stores_count_once_in_the_total(tmp_path, rates):
 
 
 def test_one_imagenet_image_at_the_main_setting(tmp_path):
-    """SPEC: one ImageNet image at N0 + N = 10,100, K = 40, b = 10 is about 4 million UNet calls, ~13.7 GPU-hours
+    """docs/reference-behaviour.md#ref-11: one ImageNet image at N0 + N = 10,100, K = 40, b = 10 is about 4 million
+    UNet calls, ~13.7 GPU-hours
     at 87.7 img/s. That counts b K = 400 calls per draw (the reference) plus 40 BEiT calls at 127 img/s:
     10,100 x (400 / 87.7 + 40 / 127) s = 13.68 h. densepure shares the first step: 361 calls, 12.43 h."""
     config = {

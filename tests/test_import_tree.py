@@ -5,6 +5,8 @@ written. Every expected number is computed here from the log files themselves.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -227,3 +229,24 @@ def test_imported_rows_compare_with_the_papers_row_of_their_method(tree, capsys)
               if d == "cifar10" and m == "resnet110"]
     best = [max(100 * c[1][j] / c[0] for c in counts) for j in range(4)]  # Table 1: the best over sigma
     assert rs["reproduced_certified_accuracy"].tolist() == pytest.approx(best)
+
+
+def test_the_documented_import_example_works_as_written_on_logs_that_fit_alpha_001(tmp_path):
+    """docs/importing.md's first command, run as written on Cohen-format logs named as released, whose largest radii
+    only alpha = 0.01 certifies with N = 100,000: imported, alpha recorded as inferred."""
+    import re
+    import subprocess
+    import sys
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "importing.md").read_text()
+    command = re.search(r"```bash\n(densepure import cohen .*?)\n```", page, re.S).group(1)
+    for sigma in ("0.25", "0.50", "1.00"):
+        rows = [(0, 3, 3, f"{3.90 * float(sigma):.4f}"), (20, 4, 4, f"{0.5 * float(sigma):.4f}"), (40, 5, 1, "0.1")]
+        write_log(tmp_path / f"noise_{sigma}" / "test" / f"sigma_{sigma}", rows)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    run = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("alpha inferred from the radii: 0.01") == 3
+    assert (tmp_path / "results/imported/tables/cohen.csv").is_file()
+    rows = pd.read_csv(tmp_path / "results/imported/cohen/noise_1.00/test/sigma_1.00.tsv", sep="\t")
+    assert set(rows["alpha"]) == {0.01} and rows["setting_note"].str.startswith("alpha inferred").all()

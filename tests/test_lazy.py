@@ -1,6 +1,6 @@
 """Proof that the savings are exact, on randomised synthetic vote streams: lazy votes, hopeless images and certain
 abstention, each on and off, give identical certified outputs at every served K, and the lazy rows' majorities equal
-the full rows'. The streams run through the real scheduler (densepure.job.certify.Scheduler) with a label oracle in
+the full rows'. The streams run through the real scheduler (densepure.job.scheduler.Scheduler) with a label oracle in
 place of the networks, so batching, interleaving of images and resuming are exercised too."""
 
 from __future__ import annotations

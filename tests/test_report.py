@@ -507,7 +507,7 @@ def test_figure_without_results_raises(results):
 
 
 # --- specs ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["paper.yaml", "README.md"])
+@pytest.mark.parametrize("name", ["paper.yaml"])
 def test_config_specs_resolve_and_have_known_kinds(name):
     path = REPO / "config" / name
     kinds = {}
@@ -523,7 +523,7 @@ def test_config_specs_resolve_and_have_known_kinds(name):
         report.load_spec(path, "nope")
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "README.md"])
+@pytest.mark.parametrize("name", ["paper.yaml"])
 def test_config_specs_name_only_methods_with_results(name):
     """The paper's Carlini rows are method onestep: a spec saying `carlini` would ask for Carlini et al.'s own code
     path, which config/paper.yaml never runs."""
@@ -534,7 +534,7 @@ def test_config_specs_name_only_methods_with_results(name):
     assert "carlini]" not in text
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "README.md"])
+@pytest.mark.parametrize("name", ["paper.yaml"])
 def test_b_ablation_figures_draw_what_the_reference_drew(name):
     """Figures C and D: b = 2 with K = 10 (CIFAR-10) and K = 30 (ImageNet), b = 10 with K = 40 (reference plot files)."""
     from densepure.report.spec import mv_K

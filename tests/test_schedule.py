@@ -56,7 +56,7 @@ def test_t_star_rejects_nonpositive_sigma():
 
 
 def test_tiny_sigma_hits_reference_latent_bug():
-    """SPEC §3.1: no bracket exists for 2 sigma <= r[0]; the reference then returns T - 1."""
+    """docs/reference-behaviour.md#ref-3-1: no bracket exists for 2 sigma <= r[0]; the reference then returns T - 1."""
     assert S.t_star(0.001, SCHEDULES["imagenet"]) == 999
 
 

@@ -14,10 +14,14 @@ from densepure.report.spec import default_spec
 
 EPILOG_IMPORT = """\
 examples:
-  # Cohen et al.'s logs (locuslab/smoothing certify.py), one per sigma, and the table of all three:
+  # Cohen et al.'s logs (locuslab/smoothing certify.py), one per sigma, and the table of all three; alpha is not
+  # stated in their logs: 'infer' records the smallest standard alpha that certifies every radius, marked inferred
   densepure import cohen noise_0.25.tsv noise_0.50.tsv noise_1.00.tsv --sigma 0.25 0.5 1.0 \\
-      --dataset cifar10 --classifier resnet-110 --method cohen --label "RS (Cohen et al.)" \\
+      --dataset cifar10 --classifier resnet-110 --method cohen --label "RS (Cohen et al.)" --alpha infer \\
       --out results/imported/cohen --table results/imported/tables
+  # a whole tree in one command: placeholders named like setting keys set them, others fill the options
+  densepure import cohen --pattern 'models/{model}/noise_{train}/test/sigma_{sigma}' --dataset cifar10 \\
+      --classifier '{model}-noise{train}' --method cohen --source "Cohen et al. (2019)" --out results/imported/rs
   # the setting in a sidecar file next to each log instead (noise_0.25.tsv.yaml: dataset, classifier, ...)
   densepure import cohen noise_0.25.tsv --out results/imported/cohen
   # the official DensePure code's per-seed label files of seeds 0..39 as a votes store, then K-merging:
@@ -32,7 +36,7 @@ def _add_results(p) -> None:
                    help="result TSVs, or directories searched recursively for *.tsv")
 
 
-SPEC_HELP = ("YAML with the artifact specs (a workflow config or config/README.md); config/paper.yaml and "
+SPEC_HELP = ("YAML with the artifact specs (a workflow config); config/paper.yaml and "
              "config/config.yaml (or: paper, default) are found in the installed package when not in the current "
              "folder")
 

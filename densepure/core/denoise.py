@@ -6,7 +6,8 @@ the learned-range variance interpolant ``v`` (2C channels, guided/improved-diffu
 diffusion model in by wrapping it to this signature; with C output channels the fixed (clipped posterior)
 variance is used.
 
-Every step follows SPEC §4.3: ``x0 = clamp(sqrt(1/a) x - sqrt(1/a - 1) eps, -1, 1)``, posterior mean
+Every step follows docs/reference-behaviour.md#ref-4-3: ``x0 = clamp(sqrt(1/a) x - sqrt(1/a - 1) eps, -1, 1)``,
+posterior mean
 ``coef1 x0 + coef2 x``, ``log_var = frac log(beta) + (1 - frac) log(beta~)`` with ``frac = (v + 1) / 2``, and
 ``x <- mean + [k != 0] exp(log_var / 2) z``. Coefficients are gathered as float32 as the reference does.
 """

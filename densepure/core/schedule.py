@@ -1,6 +1,7 @@
 """Noise schedules, sigma -> (t_star, scale), and the b-step respaced schedule.
 
-Conventions (SPEC §1): pixel images live in [0, 1], the diffusion model works on [-1, 1], so pixel noise
+Conventions (docs/reference-behaviour.md#ref-1): pixel images live in [0, 1], the diffusion model works on [-1, 1], so
+pixel noise
 ``sigma`` is model-space noise ``2 * sigma``. Timestep *indices* are 0-based code indices:
 ``alpha_bar[t] = prod_{s <= t} (1 - beta_s)``. The network is fed ``t * 1000 / T`` (``rescale_timesteps``).
 
@@ -50,7 +51,7 @@ class Schedule:
         return 1000.0 / self.T
 
     def alpha_bar_fn(self) -> Callable[[int], float]:
-        """``A(j)`` used by the DensePure fast sampler to respace (SPEC §4.2).
+        """``A(j)`` used by the DensePure fast sampler to respace (docs/reference-behaviour.md#ref-4-2).
 
         Linear (guided-diffusion): the discrete ``alpha_bar[j]``. Cosine (improved-diffusion): the continuous
         ``f(j / T)``, which is ``alpha_bar[j - 1] * f(0)``: the reference's off-by-one, kept on purpose.
@@ -192,7 +193,8 @@ class StepCoefficients:
 
 
 def step_coefficients(betas: np.ndarray) -> StepCoefficients:
-    """All reverse-step coefficients derived from ``betas`` (SPEC §2), with the reference's operation order.
+    """All reverse-step coefficients derived from ``betas`` (docs/reference-behaviour.md#ref-2), with the reference's
+    operation order.
 
     Needs at least two betas: the clipped log variance borrows index 1 (the reference's b = 1 crash).
     """
@@ -217,7 +219,8 @@ def step_coefficients(betas: np.ndarray) -> StepCoefficients:
 
 
 def respaced_betas(visited: list[int], alpha_bar_fn: Callable[[int], float]) -> np.ndarray:
-    """``beta'_k = min(1 - A(L[k+1]) / A(L[k]), 0.999)`` over ``L = [0] + visited[::-1]`` (SPEC §4.2)."""
+    """``beta'_k = min(1 - A(L[k+1]) / A(L[k]), 0.999)`` over ``L = [0] + visited[::-1]``
+    (docs/reference-behaviour.md#ref-4-2)."""
     ladder = [0] + visited[::-1]
     return np.array(
         [min(1 - alpha_bar_fn(ladder[k + 1]) / alpha_bar_fn(ladder[k]), MAX_BETA) for k in range(len(visited))],
@@ -277,7 +280,7 @@ def check_finite(sigma: float, b: int, t_star_value: float, schedule: Schedule, 
 
 @dataclass(frozen=True)
 class ReversePlan:
-    """Everything one purification needs (SPEC §3-5).
+    """Everything one purification needs (docs/reference-behaviour.md#ref-3).
 
     The network input for a clean pixel image ``x`` and standard normal ``n`` is
     ``scale * (2 (x + noise_sigma * n) - 1)``; then the chain visits the real timesteps ``visited`` (feeding the
@@ -318,7 +321,8 @@ def _single_step(schedule: Schedule, t: int) -> StepCoefficients:
 
 
 def one_shot_plan(sigma: float, schedule: Schedule, rule: TimestepRule = "reference") -> ReversePlan:
-    """DensePure-code one-shot ("Carlini22" in the paper's tables, SPEC §5.1): scale ``sqrt(a*)``, one step of the
+    """DensePure-code one-shot ("Carlini22" in the paper's tables, docs/reference-behaviour.md#ref-5-1): scale
+    ``sqrt(a*)``, one step of the
     unmodified schedule at ``round(t*)``, returning the clipped x0. :class:`PlanError` where the schedule has no
     such step (:func:`check_start`)."""
     ts = t_star(sigma, schedule, rule)
@@ -328,7 +332,8 @@ def one_shot_plan(sigma: float, schedule: Schedule, rule: TimestepRule = "refere
 
 
 def carlini_plan(sigma: float, schedule: Schedule) -> ReversePlan:
-    """Carlini et al.'s own one-shot (SPEC §5.2): ``x_t = sqrt(alpha_bar[t_C]) (2x - 1) + sqrt(1 - alpha_bar[t_C])
+    """Carlini et al.'s own one-shot (docs/reference-behaviour.md#ref-5-2): ``x_t = sqrt(alpha_bar[t_C]) (2x - 1) +
+    sqrt(1 - alpha_bar[t_C])
     n``, i.e. scale ``sqrt(alpha_bar[t_C])`` and pixel noise ``sqrt((1 - alpha_bar)/alpha_bar) / 2 >= sigma``."""
     t = t_carlini(sigma, schedule.alpha_bar)
     a = float(schedule.alpha_bar[t])

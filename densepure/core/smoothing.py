@@ -6,7 +6,8 @@ the *same* noisy input, combined by :func:`majority_vote`. Its smoothed classifi
 ``g(x) = argmax_c P(F_K(x + delta) = c)``, ``delta ~ N(0, sigma^2 I)``, is certified by :func:`certify` exactly as
 in Cohen et al.'s CERTIFY.
 
-Reference quirks reproduced on purpose (SPEC §7, §8.3): selection ties go to the lowest class index, vote ties to the
+Reference quirks reproduced on purpose (docs/reference-behaviour.md#ref-7 and #ref-8-3): selection ties go to the
+lowest class index, vote ties to the
 tied label met first in seed order, radii are written with ``{:.3}`` and certified accuracy thresholds that text.
 """
 
@@ -263,7 +264,8 @@ def predict(preds: np.ndarray, alpha: float, num_classes: int) -> int:
 def certify_votes(
     votes: np.ndarray, K_prime: int, N0: int, sigma: float, alpha: float, num_classes: int
 ) -> Certificate:
-    """DensePure K-vote certification (SPEC §8.3): row-wise majority over the first ``K_prime`` columns of ``votes``
+    """DensePure K-vote certification (docs/reference-behaviour.md#ref-8-3): row-wise majority over the first
+    ``K_prime`` columns of ``votes``
     [N0 + N, K] (rows = noisy draws in draw order, columns = reverse runs in seed order), then :func:`certify` with
     the first N0 rows as selection and the rest as estimation draws.
 

@@ -23,7 +23,8 @@ MODES = ("custom", "reference", "fast")
 DEVICE_PATTERN = r"auto|cpu|cuda(:[0-9]+)?"
 PRECISIONS = ("fp32", "fp16", "bf16")
 
-# DP's run_scripts: ImageNet 16 draws per batch, CIFAR-10 100 (SPEC §7); convert_to_fp16() on the ImageNet UNet only.
+# DP's run_scripts: ImageNet 16 draws per batch, CIFAR-10 100 (docs/reference-behaviour.md#ref-7); convert_to_fp16() on
+# the ImageNet UNet only.
 REFERENCE_BATCH = {"imagenet": 16, "cifar10": 100}
 REFERENCE_PRECISION = {"imagenet": "fp16"}
 # Rows (draws x votes) per call that keep one H100/H200 busy in bf16: 2 draws x 40 votes of the 256 x 256 ADM UNet

@@ -17,7 +17,7 @@ from densepure.job.networks import ClassifierFn
 
 def shares_first_call(plan: ReversePlan, one_shot: ReversePlan) -> bool:
     """Whether a one-shot plan's network call is DensePure's first one: same input scale and noise, same timestep
-    (DensePure's own one-shot, SPEC §5.1; not Carlini et al.'s, whose t and scale differ)."""
+    (DensePure's own one-shot, docs/reference-behaviour.md#ref-5-1; not Carlini et al.'s, whose t and scale differ)."""
     return (plan.scale, plan.noise_sigma, plan.model_timesteps[0]) == (
         one_shot.scale, one_shot.noise_sigma, one_shot.model_timesteps[0])
 

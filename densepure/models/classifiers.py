@@ -4,7 +4,7 @@ Every classifier built here is an ``nn.Module`` (:class:`Classifier`) that takes
 [-1, 1] at the dataset's resolution (``B x 3 x H x W``) and returns logits. Resizing and normalisation happen
 inside the module with torch ops on ``x``'s device (no CPU/numpy round trip, no host sync).
 
-Two preprocessing modes (SPEC §6.2, §10 items 9-10):
+Two preprocessing modes (docs/reference-behaviour.md#ref-6-2, #ref-10-9 and #ref-10-10):
 
 * ``"reference"`` (default) reproduces what DensePure's driver fed each model, **including its mistakes**: the
   timm CNN/Mixer classifiers (``wrn-50-2``, ``resnet-152``, ``mixer-b16-miil``) receive un-normalised [-1, 1]
@@ -326,8 +326,8 @@ _BUILTINS = (
         "unverified.",
     ),
     _imagenet_timm_spec("wrn-50-2", "wide_resnet50_2.racm_in1k", Normalization(IMAGENET_MEAN, IMAGENET_STD),
-                        "Reference feeds bicubic-224 [-1,1] UN-normalised (bug, SPEC §10.9); correct = ImageNet "
-                        "mean/std on x01."),
+                        "Reference feeds bicubic-224 [-1,1] UN-normalised (bug, docs/reference-behaviour.md#ref-10-9); "
+                        "correct = ImageNet mean/std on x01."),
     _imagenet_timm_spec("resnet-152", "resnet152.a1h_in1k", Normalization(IMAGENET_MEAN, IMAGENET_STD),
                         "Reference feeds bicubic-224 [-1,1] UN-normalised (bug); correct = ImageNet mean/std on x01."),
     _imagenet_timm_spec("mixer-b16-miil", "mixer_b16_224.miil_in21k_ft_in1k",

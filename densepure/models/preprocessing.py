@@ -27,11 +27,12 @@ _TORCH_MODES = ("bicubic", "bilinear", "nearest", "nearest-exact", "area")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 
 
-#: std DensePure's driver uses for the CIFAR WRN-28-10 (SPEC §6.2).
+#: std DensePure's driver uses for the CIFAR WRN-28-10 (docs/reference-behaviour.md#ref-6-2).
 CIFAR10_STD_REFERENCE = (0.2471, 0.2435, 0.2616)
 
 
-#: std of meliketoy/wide-resnet.pytorch's training config (``config.py``); from memory, unverified (SPEC §10.9).
+#: std of meliketoy/wide-resnet.pytorch's training config (``config.py``); from memory, unverified
+# (docs/reference-behaviour.md#ref-10-9).
 CIFAR10_STD_TRAINING = (0.2023, 0.1994, 0.2010)
 
 
@@ -51,7 +52,8 @@ def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 def resize(x: Tensor, size: int | tuple[int, int] | None, mode: str = "bicubic", antialias: bool = False) -> Tensor:
     """``F.interpolate`` of a ``B x C x H x W`` batch to ``size`` (``align_corners=False``); no clamping.
 
-    ``size=None`` or a batch already at ``size`` is returned unchanged. Note (SPEC §6.2): bicubic with
+    ``size=None`` or a batch already at ``size`` is returned unchanged. Note (docs/reference-behaviour.md#ref-6-2):
+    bicubic with
     ``antialias=True`` uses the a = -0.5 kernel even when upsampling, ``antialias=False`` the a = -0.75 one, and
     both overshoot [-1, 1]. DensePure resizes without antialias; Carlini et al. with.
     """

@@ -1,4 +1,4 @@
-"""The ADM diffusion UNet (SPEC §9), written so that the official checkpoints load unchanged.
+"""The ADM diffusion UNet (docs/reference-behaviour.md#ref-9), written so that the official checkpoints load unchanged.
 
 Two pretrained networks are used by DensePure:
 

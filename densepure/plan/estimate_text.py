@@ -85,7 +85,7 @@ def format_text(config: dict, source: str, rows: list[Row], total: Row, shared_f
     ]
     unets = sorted({f"{s.unet_model} {s.unet_rate:g}" for s in total.stores})
     classifiers = sorted({f"{s.key.classifier} {s.classifier_rate:g}" for s in total.stores})
-    lines.append("throughputs (images/s; one H200 unless densepure/estimate.py says otherwise): UNet "
+    lines.append("throughputs (images/s; one H200 unless densepure/plan/rates.py says otherwise): UNet "
                  + ", ".join(unets) + "; classifier " + ", ".join(classifiers))
     if config.get("device") == "cpu":
         lines.append("device: cpu (the config certifies on the CPU: read GPU-hours as hours of one CPU thread)")

@@ -3,7 +3,8 @@
 **Certified accuracy** at radius r of a setting with n images = ``count / n``, ``count = #{rows : correct == 1 and
 predict != -1 and radius >= r}``, on the radius as its file writes it: a certificate is what its log says. Our own
 results write the radius with 3 significant digits as the reference does (:func:`densepure.core.smoothing.
-format_radius`, so a computed 0.7996 counts at r = 0.8, SPEC section 7); an imported log keeps its own digits (0.4999
+format_radius`, so a computed 0.7996 counts at r = 0.8, docs/reference-behaviour.md#ref-7); an imported log keeps its
+own digits (0.4999
 does not count at r = 0.5). A ``hopeless`` row (empty radius) counts at no radius. Reported in percent with the 95%
 Clopper-Pearson interval of ``count / n``.
 """

@@ -8,7 +8,8 @@ the ``source`` column.
   al.)") and a ``source`` column. Carlini et al.'s script writes a running total in ``correct``: detected (its
   increments, not its values, equal ``predict == label``) and converted, with a warning.
 * **The official DensePure code's per-reverse-seed label files** ``{prefix}{i}-{seed}-n0_predictions.npy`` and
-  ``...-n_predictions.npy`` (SPEC section 8.1): stacked over seeds 0..K-1 into a votes store, so ``densepure
+  ``...-n_predictions.npy`` (docs/reference-behaviour.md#ref-8-1): stacked over seeds 0..K-1 into a votes store, so
+  ``densepure
   aggregate`` (K-merging) and everything after it runs on them.
 """
 
@@ -445,7 +446,7 @@ def label_array(path: Path) -> np.ndarray:
 
 def stacked_votes(prefix: str, image_id: int, K: int) -> np.ndarray:
     """[N0 + N, K] labels of one image: the N0 selection then the N estimation predictions of seeds 0..K-1 as
-    columns (rows are the shared noisy draws, SPEC section 8.2)."""
+    columns (rows are the shared noisy draws, docs/reference-behaviour.md#ref-8-2)."""
     columns = []
     for seed in range(K):
         n0, n = prediction_files(prefix, image_id, seed)

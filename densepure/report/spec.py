@@ -1,6 +1,7 @@
 """Artifact specs: what a table or figure shows.
 
-An artifact spec is a dict ``artifacts.<name>`` of config/paper.yaml (or of the YAML block of config/README.md): a
+An artifact spec is a dict ``artifacts.<name>`` of a workflow config such as config/paper.yaml (or of the last YAML
+block of a Markdown file): a
 list of ``panels`` with ``dataset, classifiers, sigmas, bs, Ks, methods, images, radii`` (a list of radii, or
 ``curve`` with ``max_radius``) and optionally
 
@@ -29,14 +30,14 @@ CURVE_STEP = 0.01
 
 
 def _extract_yaml(text: str) -> str:
-    """The last fenced ```yaml block of a Markdown file (config/README.md), or the text itself."""
+    """The last fenced ```yaml block of a Markdown file, or the text itself."""
     blocks = re.findall(r"```yaml\s*\n(.*?)```", text, flags=re.S)
     return blocks[-1] if blocks else text
 
 
 def load_spec(path: str | Path, artifact: str) -> dict:
-    """The spec dict of ``artifact`` from a YAML file (config/paper.yaml, or a Markdown file with a ```yaml block
-    such as config/README.md), with each panel's ``images`` name resolved (see :func:`collect_image_sets`). Accepts a
+    """The spec dict of ``artifact`` from a YAML file (config/paper.yaml, or a Markdown file with a fenced ```yaml
+    block), with each panel's ``images`` name resolved (see :func:`collect_image_sets`). Accepts a
     top-level ``artifacts`` mapping or a mapping of artifact names. ValueError for a missing file or an unknown
     artifact / image set."""
     import yaml
