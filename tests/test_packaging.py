@@ -25,7 +25,23 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 # What the wheel is built from (the rest of the repository is not part of the package).
-SOURCES = ("pyproject.toml", "README.md", "densepure", "config", "workflow/schemas", "results/paper")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "densepure", "config", "workflow/schemas", "results/paper")
+# Installed without extras: the workflow and DVC are absent (a finder in the venv refuses them, since the venv borrows
+# the running interpreter's site-packages for the library's own dependencies).
+EXTRAS_ONLY = ("snakemake", "snakemake_executor_plugin_slurm", "dvc", "mkdocs", "mkdocstrings")
+BLOCK_EXTRAS = f"""import sys
+from importlib.abc import MetaPathFinder
+
+
+class _WithoutExtras(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {EXTRAS_ONLY!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not installed: an extra)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _WithoutExtras())
+"""
 
 
 def run(args: list, cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,6 +71,7 @@ def venv(tmp_path_factory) -> dict:
     site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=root).stdout.strip())
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "shared_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
+    (site / "sitecustomize.py").write_text(BLOCK_EXTRAS)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
     work = root / "work"
@@ -142,7 +159,51 @@ def _constraints() -> dict[str, str]:
 
 def _declared() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    return [Requirement(r) for r in project["dependencies"] + extras if Requirement(r).name != "densepure"]
+
+
+def test_the_library_needs_no_extra():
+    """The dependencies are what the library imports; the workflow, DVC and the docs are extras, and `dev` (what
+    `make` installs) holds them all."""
+    import ast
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {Requirement(r).name.lower() for r in project["dependencies"]}
+    assert not core & {"snakemake", "snakemake-executor-plugin-slurm", "dvc", "mkdocs", "mkdocstrings"}
+    assert Requirement(project["optional-dependencies"]["dev"][0]).extras == {"workflow", "dvc", "docs"}
+    imported = set()
+    for path in (REPO / "densepure").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    assert not imported & set(EXTRAS_ONLY), imported & set(EXTRAS_ONLY)
+
+
+def test_the_commands_run_without_the_extras(venv, tmp_path):
+    """aggregate, table, figure, import, compare and estimate from an empty folder, in the venv without the
+    extras, on the embedded default's stored votes."""
+    assert run([venv["bin"] / "python", "-c", "import snakemake"], cwd=venv["work"], env=venv["env"],
+               check=False).returncode == 1
+    work = tmp_path / "empty"
+    work.mkdir()
+    for store in sorted((REPO / "tests/expected/default/votes").rglob("setting.json")):
+        K = store.parent.name.rpartition("-K")[2]
+        run([venv["bin"] / "densepure", "aggregate", "--votes-dir", store.parent, "--K", K, "--out",
+             f"results/{store.parent.name}/K{{K}}.tsv"], cwd=work, env=venv["env"])
+    log = work / "log.tsv"
+    log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.5\t1\t0:00:01\n")
+    shards = "results"
+    for args in (["table", "--artifact", "tableA", "--spec", "default", "--results", shards, "--outdir", "t"],
+                 ["figure", "--artifact", "fig3", "--spec", "default", "--results", shards, "--outdir", "f"],
+                 ["import", "cohen", "log.tsv", "--dataset", "cifar10", "--classifier", "c", "--method", "cohen",
+                  "--sigma", "0.25", "--out", "imported"],
+                 ["compare", "--artifact", "tableA", "--spec", "default", "--results", shards, "--out", "c.csv"],
+                 ["estimate"]):
+        run([venv["bin"] / "densepure", *args], cwd=work, env=venv["env"])
+    assert (work / "t" / "tableA.csv").is_file() and (work / "f" / "fig3.png").is_file()
 
 
 def test_the_pins_lie_in_the_declared_ranges():
