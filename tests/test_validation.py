@@ -81,7 +81,8 @@ MISTAKES = [
     ("panel-key-typo", changed(DEFAULT, (f"{PANEL}.max_radiuss", 1.0)),
      "artifacts.fig3.panels[0].max_radiuss: unknown key; did you mean 'max_radius'? (allowed: Ks, bs,"),
     ("artifact-key-typo", changed(DEFAULT, ("artifacts.fig3.sorce", "x")),
-     "artifacts.fig3.sorce: unknown key; did you mean 'source'? (allowed: derived_from, enabled, method_labels, note, pairs, panels,"),
+     "artifacts.fig3.sorce: unknown key; did you mean 'source'? (allowed: derived_from, enabled, envelopes, "
+     "method_labels, note, pairs, panels, paper_methods,"),
     ("train-option-typo", changed(DEFAULT, ("classifiers.digits-cnn.train.epoch", 3)),
      "classifiers.digits-cnn.train.epoch: unknown key; did you mean 'epochs'? (allowed: epochs, seed)"),
     ("diffusion-train-typo", changed(DEFAULT, ("diffusion_models.digits-unet.train.step", 3)),

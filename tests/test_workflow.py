@@ -37,13 +37,19 @@ TARGETS = ["table_1", "table_2", "table_A", "table_B", "fig_3", "fig_4_left", "f
 # --- running Snakemake in a copy of the workflow ----------------------------------------------------------------
 
 
-def workflow_copy(dest: Path) -> Path:
-    """The workflow (Snakefile, workflow/, configs, profiles, the paper's numbers) copied into ``dest``."""
+def workflow_copy(dest: Path, imagenet: bool = True) -> Path:
+    """The workflow (Snakefile, workflow/, configs, profiles, the paper's numbers) copied into ``dest``; with
+    ``imagenet``, a stand-in of the ImageNet validation folder at config/paper.yaml's root (1,000 class folders of
+    50 empty images: the paper's ImageNet jobs are planned only where their data is)."""
+    from test_data_checks import fake_imagenet
+
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
     for folder in ("workflow", "config", "slurm", "profiles", "results/paper"):
         if (REPO / folder).exists():
             shutil.copytree(REPO / folder, dest / folder)
+    if imagenet:
+        fake_imagenet(dest / "data/imagenet/val", per_class=50)
     return dest
 
 
@@ -454,8 +460,11 @@ def test_a_wrong_key_in_a_configfile_is_one_line(workdir, tmp_path):
 def test_the_workflow_deploys_as_a_module(tmp_path, default_all):
     """What snakedeploy writes: a Snakefile declaring the workflow as a module, and a copy of config/. The DAG is
     the one of the repository itself, the paper's numbers are found next to the module."""
+    from test_data_checks import fake_imagenet
+
     deployed = tmp_path / "deployed"
     shutil.copytree(REPO / "config", deployed / "config")
+    fake_imagenet(deployed / "data/imagenet/val", per_class=50)
     (deployed / "Snakefile").write_text(f"""configfile: "config/config.yaml"
 
 

@@ -199,4 +199,6 @@ def ledger_radii_option(config):
     radii = config["ledger"]["radii"]
     if not radii:
         return ""
-    return "--radii " + " ".join(shlex.quote(f"{d}:{','.join(map(str, r))}") for d, r in radii.items())
+    return "--radii " + " ".join(
+        shlex.quote(f"{d}:{','.join(map(str, r))}") for d, r in radii.items()
+    )

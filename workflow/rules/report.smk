@@ -144,7 +144,7 @@ rule ledger:
         votes=[store_dir(s.name) for s in grid.settings(config)],
         run=RUN,
         radii=ledger_radii_option(config),
-        outdir=f"{RESULTS}/ledger",
+        outdir=lambda wc, output: os.path.dirname(output.csv),
     shell:
         DENSEPURE
         + " ledger --run {params.run:q} --results {input.results:q} {input.imported:q} --votes-dir {params.votes:q} "
