@@ -210,10 +210,15 @@ def test_format_1_files_read_as_serving_every_K(tmp_path):
 def test_store_grows_in_K_only(tmp_path):
     VotesStore(tmp_path, SETTING).write(0, some_labels(), 1)
     grown = VotesStore(tmp_path, {**SETTING, "K": 8})
-    assert grown.setting["K"] == 8 and VotesStore.open(tmp_path).setting["K"] == 8
+    # opening at a larger K changes nothing on disk: setting.json rises with the first image of more votes
+    assert grown.setting["K"] == 8 and VotesStore.open(tmp_path).setting["K"] == 4
     assert grown.read(0).labels.shape == (50, 4)  # images keep the votes they hold
     grown.write(1, some_labels(k=8), 1)
+    assert VotesStore.open(tmp_path).setting["K"] == 8
     assert VotesStore(tmp_path, SETTING).setting["K"] == 8  # a smaller K reads the grown store
+    VotesStore(tmp_path, {**SETTING, "K": 6}).write(2, some_labels(k=6), 1)
+    assert VotesStore.open(tmp_path).setting["K"] == 8  # never lowered
+    assert not list(tmp_path.glob(".*"))  # no lock file left
 
 
 def test_mostly_constant_votes_are_compact(tmp_path):
@@ -225,3 +230,35 @@ def test_mostly_constant_votes_are_compact(tmp_path):
     path = store.write(0, labels, label=3)
     assert path.stat().st_size < 1_000_000, path.stat().st_size  # raw int64 would be 32 MB, uint8 4 MB
     np.testing.assert_array_equal(store.read(0).labels, labels)
+
+
+def test_unusable_checkpoints_are_dropped_and_stale_ones_swept(tmp_path):
+    """A checkpoint no job writes (Ks beyond its votes, no alpha, another true label) is dropped as lost work; one
+    beside a finished image that serves all it aimed at is stale and swept; one that aims at more is kept."""
+    store = VotesStore(tmp_path, SETTING, num_classes=10, rows=50)
+    labels = some_labels()
+    for state in ({"Ks": [5], "alpha": 0.01}, {"Ks": [0, 2], "alpha": 0.01}, {"Ks": [2]}, {"Ks": [2], "alpha": 1.5}):
+        store.write_partial(0, labels, 1, state)
+        assert store.read_partial(0) is None and not store.partial_path(0).exists(), state
+    store.write_partial(0, labels, 1, {"Ks": [2, 4], "alpha": 0.01})
+    assert store.read_partial(0, label=2) is None and not store.partial_path(0).exists()
+    store.write(1, labels, 1, served={"Ks": [4], "alpha": None})
+    store.write(2, labels, 1, served={"Ks": [4], "alpha": None})
+    store.write_partial(1, labels, 1, {"Ks": [4], "alpha": 0.01})  # left by a kill after the image was written
+    store.write_partial(2, labels, 1, {"Ks": [2, 4], "alpha": 0.01})  # a killed job growing image 2
+    store.remove_stale_partials()
+    assert not store.partial_path(1).exists() and store.partial_path(2).exists()
+    assert store.read_partial(2, label=1)[1] == {"Ks": [2, 4], "alpha": 0.01}
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_a_finished_file_that_no_job_writes_is_an_error_naming_it(tmp_path):
+    store = VotesStore(tmp_path, SETTING, num_classes=10, rows=50)
+    store.write(3, some_labels(), 1, served={"Ks": [7], "alpha": None})  # 4 votes per draw cannot serve K' = 7
+    with pytest.raises(VotesError, match=r"3\.npz: served Ks must be vote counts in \[1, 4\]"):
+        store.read(3)
+    labels = some_labels()
+    labels[0, 0], labels[0, 1:] = NOT_COMPUTED, 1
+    store.write(4, labels, 1, served={"Ks": [4], "alpha": None})
+    with pytest.raises(VotesError, match=r"4\.npz: draw 0 has a vote after a missing one"):
+        store.read(4)

@@ -37,7 +37,13 @@ examples:
       --sigma 0.25 --b 10 --K 40 --votes-dir votes/pets --out pets.tsv
 
 Kill it at any time: rerunning the same command resumes the images in progress from their last checkpoint
-(--checkpoint-seconds) and skips the finished ones.
+(--checkpoint-seconds) and skips the finished ones; what the kill left behind (temp files, a checkpoint of an image
+it had just finished) is removed. A checkpoint of a job at another --K is resumed too.
+
+Grow a store by running again with more --Ks, a larger --K or a larger --alpha: only the missing votes are computed
+(an image stopped by certain abstention at a smaller alpha is extended), and the TSV is written from what each image
+serves after the job. A smaller --K reads a grown store; jobs at different --K may share one store, even at the same
+time. --method onestep and carlini give one vote per draw in one step: they are recorded as --b 1 --K 1.
 """
 
 
@@ -73,8 +79,8 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
                         "inputs) or the model's correct normalisation")
     g = p.add_argument_group("smoothing and purification")
     g.add_argument("--sigma", type=positive_float, required=True, help="smoothing noise std in pixel space [0,1]")
-    g.add_argument("--b", type=positive_int, default=10, help="reverse steps (1 = one-shot denoiser) [10]")
-    g.add_argument("--K", type=positive_int, default=40, help="votes (reverse runs) per noisy draw [40]")
+    g.add_argument("--b", type=positive_int, help="reverse steps (1 = one-shot denoiser) [10; one-shot methods: 1]")
+    g.add_argument("--K", type=positive_int, help="votes (reverse runs) per noisy draw [40; one-shot: 1]")
     g.add_argument("--N0", type=positive_int, default=100, help="draws for class selection [100]")
     g.add_argument("--N", type=positive_int, default=100_000, help="draws for estimation [100000]")
     g.add_argument("--alpha", type=alpha, default=0.001, help="failure probability [0.001]")
@@ -188,12 +194,45 @@ def plugin_extra(args: argparse.Namespace) -> dict:
     return {option: getattr(args, option) for option in options if getattr(args, option, None)}
 
 
+DEFAULT_B, DEFAULT_K = 10, 40
+
+
+def one_shot_options(args: argparse.Namespace) -> list[str]:
+    """Fill in ``--b``, ``--K`` (and ``--Ks``) of a ``certify`` command line: their defaults, and 1 for a one-shot job
+    (``--method onestep`` or ``carlini``, or ``--b 1``), which purifies each draw in one network call and gives it one
+    vote whatever they say. Recording b = 1, K = 1 makes the store the same setting as the one-shot store a DensePure
+    job writes beside its own (``--one-shot-votes-dir``) and as the workflow's one-shot stores, and its K the votes
+    it holds (so aggregating it at K' > 1 is refused). Returns the options given that were replaced, for a note.
+    Idempotent."""
+    from densepure.core.methods import ONE_SHOT_METHODS, is_one_shot
+
+    replaced = []
+    if args.method in ONE_SHOT_METHODS:
+        if args.b not in (None, 1):
+            replaced.append(f"--b {args.b}")
+        args.b = 1
+    elif args.b is None:
+        args.b = DEFAULT_B
+    if is_one_shot(args.method, args.b):
+        if args.K not in (None, 1):
+            replaced.append(f"--K {args.K}")
+        if getattr(args, "Ks", None) and args.Ks != [1]:
+            replaced.append("--Ks " + " ".join(map(str, args.Ks)))
+        args.K = 1
+        if getattr(args, "Ks", None):
+            args.Ks = [1]
+    elif args.K is None:
+        args.K = DEFAULT_K
+    return replaced
+
+
 def setting_from_args(args: argparse.Namespace, execution=None):
     """The votes-defining setting of a ``certify`` command line. A classifier precision other than fp32 changes
     the votes, so it is recorded (under ``extra``, which stays empty otherwise), as do your own models and data
     (:func:`plugin_extra`)."""
     from densepure.job.results import Setting
 
+    one_shot_options(args)
     execution = execution or execution_from_args(args)
     extra = {} if execution.classifier_precision == "fp32" else {"classifier_precision": execution.classifier_precision}
     extra.update(plugin_extra(args))
@@ -216,11 +255,11 @@ def check_ids(ids: list[int], length: int, dataset: str) -> None:
         raise DataError("no image ids to certify")
 
 
-def unique_ids(ids: list[int]) -> list[int]:
+def unique_ids(ids: list[int], what: str = "image ids") -> list[int]:
     """The ids in order, each once (a list like ``0:100,50`` names 50 twice: it is certified once)."""
     seen = list(dict.fromkeys(ids))
     if len(seen) < len(ids):
-        print(f"densepure: note: {len(ids) - len(seen)} repeated image ids are certified once", file=sys.stderr)
+        print(f"densepure: note: {len(ids) - len(seen)} repeated {what} are certified once", file=sys.stderr)
     return seen
 
 
@@ -251,6 +290,7 @@ def run_certify(args: argparse.Namespace) -> int:
     from densepure.models.datasets import DataError, check_dataset, load_dataset, parse_ids
     from densepure.models.diffusion import load_diffusion
 
+    replaced = one_shot_options(args)  # the note comes with the job's end: an error stays the one line it prints
     check_seed(args.seed, "--seed")
     check_count(args.N0 + args.N, "--N0 + --N")
     check_count(args.K, "--K")
@@ -298,6 +338,9 @@ def run_certify(args: argparse.Namespace) -> int:
                        alpha=args.alpha, execution=execution, device=device, savings=savings,
                        one_shot_votes_dir=args.one_shot_votes_dir, one_shot_ids=os_ids,
                        one_shot_out=args.one_shot_out, checkpoint_seconds=args.checkpoint_seconds, progress=progress)
+    if replaced:
+        print(f"densepure: note: a one-shot job (--method {args.method}) purifies each draw in one step and gives it "
+              f"one vote: recorded as --b 1 --K 1, not {' '.join(replaced)}", file=sys.stderr)
     return 0
 
 
@@ -317,9 +360,12 @@ def run_aggregate(args: argparse.Namespace) -> int:
     from densepure.job.aggregate import aggregate_stores
     from densepure.models.datasets import NUM_CLASSES, parse_ids
 
-    paths = output_paths(args.out, args.K)
+    paths = output_paths(args.out, unique_ids(args.K, "K' values"))
     for path in paths.values():
         check_output_path(path, "--out")
-    ids = (lambda stored: parse_ids(args.ids, limit=stored)) if args.ids else None
+    # a comma list is read whole (it may name an image twice: certified once); a range or @file is refused before it
+    # is listed when it holds more ids than are stored
+    plain_list = args.ids is not None and not args.ids.startswith("@") and ":" not in args.ids
+    ids = (lambda stored: unique_ids(parse_ids(args.ids, limit=None if plain_list else stored))) if args.ids else None
     aggregate_stores(args.votes_dir, paths, args.alpha, ids, lambda setting: NUM_CLASSES[setting.dataset])
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from densepure.job.results import Setting, result_row, write_tsv
+from densepure.job.results import Setting, remove_orphan_temps, result_row, write_tsv
 from densepure.job.votes import VotesError, VotesStore
 
 
@@ -25,14 +25,15 @@ def aggregate_stores(directories: list[Path], paths: dict[int, Path], alpha: flo
                      num_classes_of) -> None:
     """Write, for each K' of ``paths``, the per-image TSV of the images ``ids`` (default: every stored one) of the
     stores ``directories`` (:func:`open_stores`): CERTIFY with the majority of the first K' votes of each draw at
-    ``alpha``. ``ids`` may be a function of the number of stored images; ``num_classes_of(setting)`` gives the number
-    of classes of the setting's dataset."""
+    ``alpha``. ``ids`` may be a function of the number of stored images (an id named twice is certified once);
+    ``num_classes_of(setting)`` gives the number of classes of the setting's dataset. Temp files that killed
+    writes of these TSVs left are removed."""
     setting, by_id = open_stores(directories)
     ids = ids(len(by_id)) if callable(ids) else ids
     too_many = [k for k in paths if k > setting.K]
     if too_many:
         raise VotesError(f"K'={too_many[0]} exceeds the K={setting.K} votes stored in {directories[0]}")
-    ids = sorted(by_id) if ids is None else ids
+    ids = sorted(by_id) if ids is None else list(dict.fromkeys(ids))  # each image once, in the order given
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise VotesError(f"image {missing[0]} has no complete votes file in {', '.join(map(str, directories))}")
@@ -46,4 +47,5 @@ def aggregate_stores(directories: list[Path], paths: dict[int, Path], alpha: flo
             except VotesError as err:
                 raise VotesError(f"{by_id[i].path(i)}: {err}") from None
     for K, path in paths.items():
+        remove_orphan_temps(path)
         write_tsv(path, rows[K])

@@ -6,6 +6,9 @@ Kept free of PyTorch so that aggregation, tables and figures start fast.
 from __future__ import annotations
 
 import datetime
+import fcntl
+import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -21,7 +24,7 @@ from densepure.core.smoothing import (
     selected_class,
     votes_to_settle,
 )
-from densepure.files.atomic import atomic_write_text
+from densepure.files.atomic import TEMP_SUFFIX, atomic_write, temp_prefix
 from densepure.job.votes import VotesError
 
 TSV_COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
@@ -138,8 +141,53 @@ def result_row(image_id: int, record, setting: Setting, K: int, alpha: float, nu
 
 
 def write_tsv(path: Path, rows: Iterable[list]) -> None:
-    """Write the result table atomically (own temp file + rename: concurrent writers never collide)."""
+    """Write the result table atomically (own temp file + rename: concurrent writers never collide). The temp file
+    is flock-ed from before its first byte until it is renamed, so :func:`remove_orphan_temps` tells a live
+    writer's temp file from one a killed writer left."""
     lines = ["\t".join(TSV_COLUMNS + SETTING_COLUMNS + COUNT_COLUMNS)]
     lines += ["\t".join(str(value) for value in row) for row in rows]
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(path, text)
+    data = ("\n".join(lines) + "\n").encode()
+    held: list[int] = []
+
+    def write(f) -> None:
+        fd = os.dup(f.fileno())  # the lock lives on the open file until this copy is closed, after the rename
+        held.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        f.write(data)
+
+    try:
+        atomic_write(path, write)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def remove_orphan_temps(path: Path, min_age: float = 60.0) -> list[Path]:
+    """Remove the temp files that killed :func:`write_tsv` calls left beside the table ``path``
+    (``.<name>.<random>.tmp``): those no live writer holds locked. A locked one is a live writer's; an empty
+    unlocked one may be a writer's between creating and locking it, so it goes only once ``min_age`` seconds old.
+    Returns the removed paths."""
+    path = Path(path)
+    prefix = temp_prefix(path)
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(TEMP_SUFFIX)]
+    except OSError:
+        return removed
+    for temp in candidates:
+        try:
+            fd = os.open(temp, os.O_RDWR)  # read-write: an exclusive lock over NFS needs it
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer's
+            info = os.fstat(fd)
+            if info.st_size > 0 or time.time() - info.st_mtime >= min_age:
+                temp.unlink(missing_ok=True)
+                removed.append(temp)
+        finally:
+            os.close(fd)
+    return removed

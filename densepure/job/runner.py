@@ -18,12 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from densepure.core.lazy import ImageVotes, Savings
 from densepure.core.methods import is_one_shot
+from densepure.core.smoothing import NOT_COMPUTED
 from densepure.job.purifier import Purifier
-from densepure.job.results import Setting, result_row, write_tsv
+from densepure.job.results import Setting, remove_orphan_temps, result_row, write_tsv
 from densepure.job.scheduler import ImageJob, JobSource, Scheduler
-from densepure.job.votes import VotesStore
+from densepure.job.votes import VotesError, VotesStore, serves
 
 
 @dataclass
@@ -42,37 +45,118 @@ class StoreTarget:
     def one_shot(self) -> bool:
         return is_one_shot(self.setting.method, self.setting.b)
 
+    def wants(self, image_id: int) -> bool:
+        return self.ids is None or image_id in self.ids
 
-def _image_votes(target: StoreTarget, image_id: int, label: int, alpha: float, num_classes: int) -> ImageVotes | None:
-    """The image's ImageVotes in ``target``, resumed from its stored votes or checkpoint; None when the stored
-    image already serves every wanted K at ``alpha``."""
-    s = target.setting
-    store = target.store
-    labels, Ks = None, list(target.Ks)
-    if store.path(image_id).exists():
-        record = store.read(image_id)
-        stored_alpha = record.served.get("alpha")
-        served = set(record.served["Ks"])
-        if set(Ks) <= served and (stored_alpha is None or alpha <= stored_alpha):
+
+@dataclass
+class Resumed:
+    """What an image's ImageVotes starts from: the votes, Ks, K and alpha it must serve, and the seconds already
+    spent on the stored votes."""
+
+    labels: np.ndarray | None
+    Ks: set
+    K: int
+    alpha: float
+    seconds: float = 0.0
+
+
+def _image_votes(target: StoreTarget, image_id: int, label: int, alpha: float, num_classes: int,
+                 seconds: dict | None = None) -> ImageVotes | None:
+    """The image's ImageVotes in ``target`` (hold its claim), grown from its stored votes and resumed from its
+    checkpoint; None when the stored image already serves every wanted K at ``alpha`` and no checkpoint aims at
+    more.
+
+    Growing keeps what the stored image serves: the ImageVotes serves the union of the wanted Ks, the stored Ks and
+    the checkpoint's, with as many votes per draw as the largest of this job's K and the stored or checkpointed
+    votes (a job at a smaller K extends a grown image without dropping its Ks), at the largest of this job's alpha
+    and the alpha the stored or checkpointed votes were stopped at (a larger alpha extends an image stopped by
+    certain abstention; a smaller one is served by it). A checkpoint of any K is resumed, never refused; one the
+    stored image already serves is stale and removed. Errors name the file. ``seconds`` (optional) receives the
+    seconds already spent on the stored votes."""
+    s, store = target.setting, target.store
+    start = Resumed(None, set(target.Ks), s.K, alpha)
+    path = store.path(image_id)
+    record = store.read(image_id) if path.exists() else None  # VotesError names the file
+    if record is not None and record.label != label:
+        raise VotesError(f"{path}: holds true label {record.label}, the dataset says {label}")
+    partial = store.read_partial(image_id, label)  # an unusable one is removed
+    if partial is not None and record is not None and serves(record.served, partial[1]["Ks"], partial[1]["alpha"]):
+        store.remove_partial(image_id)  # stale: left by a job killed after writing the image
+        partial = None
+    if record is not None:
+        if partial is None and serves(record.served, target.Ks, alpha):
             return None
-        labels = record.labels
-        Ks = sorted(set(Ks) | {k for k in served if k <= s.K})
-    partial = store.read_partial(image_id)
+        _resume_from(start, record.labels, record.served["Ks"], record.served.get("alpha"))
+        start.seconds = float(record.extra.get("seconds", 0.0) or 0.0)
     if partial is not None:
-        labels = partial[0]
-        Ks = sorted(set(Ks) | set(partial[1].get("Ks", [])))
-    return ImageVotes(label, s.K, Ks, s.N0, s.N, alpha, num_classes, target.savings, labels=labels)
+        labels, state = partial
+        if start.labels is not None and not _agree(start.labels, labels):
+            store.remove_partial(image_id)  # votes no run of this setting computes: damaged, lost work
+            partial = None
+        else:
+            _resume_from(start, labels, state["Ks"], state["alpha"])
+    if seconds is not None:
+        seconds[image_id] = start.seconds
+    store.grow(start.K)
+    where = store.partial_path(image_id) if partial is not None else path
+    try:
+        return ImageVotes(label, start.K, sorted(start.Ks), s.N0, s.N, start.alpha, num_classes, target.savings,
+                          labels=start.labels)
+    except ValueError as err:
+        raise VotesError(f"{where}: {err}") from None
+
+
+def _resume_from(start: Resumed, labels: np.ndarray, Ks, alpha: float | None) -> None:
+    """Add stored or checkpointed votes (and what they serve) to ``start``: each draw keeps the longer prefix of
+    computed votes (both are prefixes of the same deterministic votes)."""
+    start.K = max(start.K, labels.shape[1])
+    start.Ks |= set(Ks)
+    if alpha is not None:
+        start.alpha = max(start.alpha, float(alpha))
+    if start.labels is None:
+        start.labels = labels
+        return
+    width = max(start.labels.shape[1], labels.shape[1])
+    a, b = _widen(start.labels, width), _widen(labels, width)
+    start.labels = np.where(b >= 0, b, a)
+
+
+def _widen(labels: np.ndarray, width: int) -> np.ndarray:
+    out = np.full((labels.shape[0], width), NOT_COMPUTED, dtype=np.int32)
+    out[:, :labels.shape[1]] = labels
+    return out
+
+
+def _agree(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same rows, and equal votes wherever both computed one."""
+    if a.shape[0] != b.shape[0]:
+        return False
+    width = min(a.shape[1], b.shape[1])
+    a, b = a[:, :width], b[:, :width]
+    both = (a >= 0) & (b >= 0)
+    return bool((a[both] == b[both]).all())
 
 
 def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list[StoreTarget], alpha: float,
                       *, checkpoint_seconds: float = 300.0, progress=None, device: str = "cpu") -> dict:
-    """Compute and store the votes of every image of ``ids`` that a target does not yet hold, in DensePure's store
-    (``targets[0]``, or the one-shot store alone) and the one-shot store (``targets[1]``, optional); rewrite each
-    target's TSV after each image. Returns counts: images computed, skipped as done, left to other jobs.
+    """Compute and store the votes of every image of ``ids`` that a target does not yet serve, in DensePure's
+    store (``targets[0]``, or the one-shot store alone) and the one-shot store (``targets[1]``, optional); write
+    each target's TSV (its largest K at ``alpha``) from what each image serves once this job has handled it.
+    Returns counts: images computed, skipped as done, left to other jobs.
+
+    Growing: a stored image that does not serve a wanted K, or was stopped by certain abstention at a smaller
+    alpha, is extended (only its missing votes are computed, :func:`_image_votes`), and one whose stored votes
+    already settle the new Ks is rewritten with what it now serves. An image's TSV row is computed only after this
+    job has handled the image, never from what it served before. ``setting.json`` changes only when the first
+    image with more votes per draw than it records is written (:class:`densepure.job.votes.VotesStore`): a job
+    that fails first leaves it as it was, and jobs at different K on one store each raise it to what they wrote.
 
     Killing the job loses at most ``checkpoint_seconds`` of work: images in progress are checkpointed and resume
-    from there; finished images are skipped. A second job on the same store skips the images this one holds and
-    waits at the end for those still held (the holder may die: then it computes them itself).
+    from there (by a job at any K); finished images are skipped. The litter of a killed job (temp files of votes and
+    of the TSV, a checkpoint beside the image it finished) is removed when a job next runs. A second job on the
+    same store skips the images this one holds and waits at the end for those still held (the holder may die: then
+    it computes them itself).
     """
     dp_target = next((t for t in targets if not t.one_shot), None)
     os_target = next((t for t in targets if t.one_shot), None)
@@ -80,29 +164,35 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
     for target in targets:
         target.store.check_foreign(target.ids if target.ids is not None else ids)
         target.store.remove_orphan_temps()
-    counts = {"computed": 0, "skipped": 0, "waited": 0}
-
-    def refresh_tsv(target: StoreTarget, image_id: int) -> None:
-        if target.tsv is None or (target.ids is not None and image_id not in target.ids):
-            return
-        if target.store.path(image_id).exists():
-            record = target.store.read(image_id)
-            target.rows[image_id] = result_row(image_id, record, target.setting, max(target.Ks), alpha,
-                                               num_classes)
-        write_tsv(target.tsv, [target.rows[i] for i in ids if i in target.rows])
-
-    for target in targets:
-        for i in ids:
-            if target.store.path(i).exists():
-                refresh_tsv(target, i)
+        target.store.remove_stale_partials()
         if target.tsv is not None:
-            write_tsv(target.tsv, [target.rows[i] for i in ids if i in target.rows])
+            remove_orphan_temps(target.tsv)
+    counts = {"computed": 0, "skipped": 0, "waited": 0}
+    spent: dict[tuple[int, int], float] = {}  # (target, image) -> seconds spent on its stored votes
+    held: list = []  # the claims this job holds: given back however it ends (an exception in a library call too)
+
+    def refresh_row(target: StoreTarget, image_id: int) -> bool:
+        """The image's TSV row from what its stored votes serve now; True if the target has a TSV row for it."""
+        if target.tsv is None or not target.wants(image_id) or not target.store.path(image_id).exists():
+            return False
+        path = target.store.path(image_id)
+        record = target.store.read(image_id)
+        try:
+            target.rows[image_id] = result_row(image_id, record, target.setting, max(target.Ks), alpha, num_classes)
+        except VotesError as err:
+            raise VotesError(f"{path}: {err}") from None
+        return True
+
+    def write_tsvs() -> None:
+        for target in targets:
+            if target.tsv is not None:
+                write_tsv(target.tsv, [target.rows[i] for i in ids if i in target.rows])
 
     def make_job(image_id: int, wait: bool) -> ImageJob | None:
         label = int(dataset[image_id][1])
         claims, parts = [], {}
         for name, target in (("dp", dp_target), ("os", os_target)):
-            if target is None or (target.ids is not None and image_id not in target.ids):
+            if target is None or not target.wants(image_id):
                 parts[name] = None
                 continue
             claim = target.store.claim(image_id, wait=wait)
@@ -111,33 +201,48 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
                     c.release()
                 return None
             claims.append(claim)
-            parts[name] = _image_votes(target, image_id, label, alpha, num_classes)
+            held.append(claim)
+            try:
+                seconds: dict = {}
+                parts[name] = _image_votes(target, image_id, label, alpha, num_classes, seconds)
+                spent[(id(target), image_id)] = seconds.get(image_id, 0.0)
+            except BaseException:
+                for c in claims:
+                    c.release()
+                raise
         return ImageJob(image_id, label, parts["dp"], parts["os"], claims=claims)
 
-    def release(job: ImageJob) -> None:
-        """Give the image's claims back and show its stored results in the TSVs."""
+    def release(job: ImageJob, write: bool) -> None:
+        """Give the image's claims back and take its stored results into the TSVs (written now with ``write``)."""
         for claim in job.claims:
             claim.release()
+        job.claims = []
         for target in targets:
-            refresh_tsv(target, job.image_id)
+            refresh_row(target, job.image_id)
+        if write:
+            write_tsvs()
 
     def ready(job: ImageJob):
-        """The job with its image, or None (after releasing its claims) when nothing is left to compute."""
+        """The job with its image, or None when nothing is left to compute: a stored image whose votes already
+        serve what is wanted is stored again with what it now serves; one that served it already is skipped."""
         if not job.done:
             return job, dataset[job.image_id][0]
-        release(job)
+        if job.dp is not None or job.os is not None:
+            finish(job)
+            return None
+        release(job, write=False)  # the TSVs are written with the next image finished, or at the end
         counts["skipped"] += 1
         if progress:
             progress.skipped(1)
         return None
 
     def finish(job: ImageJob) -> None:
-        extra = {"seconds": job.seconds, "device": device}
         for part, target in ((job.dp, dp_target), (job.os, os_target)):
             if part is not None:
-                target.store.write(job.image_id, part.labels, job.label, extra=extra, served=part.served(),
-                                   stop=part.stop)
-        release(job)
+                seconds = job.seconds + spent.pop((id(target), job.image_id), 0.0)
+                target.store.write(job.image_id, part.labels, job.label, extra={"seconds": seconds, "device": device},
+                                   served=part.served(), stop=part.stop)
+        release(job, write=True)
         counts["computed"] += 1
         if progress:
             rows = (job.dp or job.os).labels.shape[0]
@@ -152,6 +257,10 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
 
     scheduler = Scheduler(purifier, finish, checkpoint, checkpoint_seconds,
                           on_draws=progress.draws if progress else None)
-    scheduler.run(JobSource(ids, make_job, ready))
+    try:
+        scheduler.run(JobSource(ids, make_job, ready))
+    finally:
+        for claim in held:
+            claim.release()
+    write_tsvs()
     return counts
-

@@ -14,15 +14,29 @@ dtype's largest value and read back as :data:`NOT_COMPUTED` (-1). ``meta["served
 Guarantees: a file appears under its final name only complete (temp file in the same directory, fsync, atomic
 ``os.replace``; files follow the umask); reading a truncated, corrupt, misplaced or foreign-setting file raises
 :class:`VotesError`; a store refuses a directory whose ``setting.json`` differs from its own setting in anything
-but ``K`` (a store grows to more votes per draw: its ``K`` is the largest written). An image being computed is
-*claimed* with a lock that dies with its process, so two jobs on one store split the images between them.
+but ``K`` (a store grows to more votes per draw). An image being computed is *claimed* with a lock that dies with
+its process, so two jobs on one store split the images between them.
+
+Growing: ``setting.json`` is written when the store is created; its ``K`` is the largest number of votes per draw of
+an image written, and rises just before the first image with more is written (under a lock, re-read first), never
+when a job merely opens the store. So a job that fails before writing an image leaves ``setting.json`` as it was,
+jobs at different K on one store (at the same time or not) each raise it to what they wrote, and ``setting.json``
+never says less than any image holds (a reader may trust it to bound every file). Every file written also records
+the store's setting with the K its writer knew (not part of the identity).
+
+A checkpoint (``<id>.partial.npz``) that is damaged, foreign, or holds labels, Ks or an alpha that no job could
+have written is lost work: :meth:`VotesStore.read_partial` removes it. One beside a finished image that serves
+everything the checkpoint aimed at is stale (a job killed between writing the image and removing its checkpoint):
+:meth:`VotesStore.remove_stale_partials` removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
+import math
 import os
 import re
 import subprocess
@@ -42,6 +56,8 @@ STOPS = ("complete", "hopeless", "abstain")
 GROWS = "K"  # the setting key a store may grow in
 _NAME = re.compile(r"^(0|[1-9][0-9]*)\.npz$")
 _TEMP = re.compile(r"^\.(0|[1-9][0-9]*)\.(?:partial\.)?npz\..*\.tmp$")
+_PARTIAL = re.compile(r"^(0|[1-9][0-9]*)\.partial\.npz$")
+_SETTING_LOCK = ".setting.lock"
 
 
 class VotesError(ValueError):
@@ -129,6 +145,30 @@ def same_setting(a: dict, b: dict) -> bool:
     return {**a, GROWS: None} == {**b, GROWS: None}
 
 
+def serves(served: dict, Ks, alpha: float | None) -> bool:
+    """Whether votes serving ``served`` (``{"Ks": [...], "alpha": a}``) give exact results at every K' of ``Ks`` at
+    ``alpha`` (None: whatever alpha the served one allows)."""
+    largest = served.get("alpha")
+    return set(Ks) <= set(served["Ks"]) and (largest is None or alpha is None or alpha <= largest)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _served_problem(served, columns: int) -> str | None:
+    """What is wrong with a ``served`` record of votes with ``columns`` votes per draw (None: nothing)."""
+    if not isinstance(served, dict):
+        return f"served must be a dict, got {served!r}"
+    Ks, alpha = served.get("Ks"), served.get("alpha")
+    if not isinstance(Ks, list) or not Ks or not all(_is_int(k) and 1 <= k <= columns for k in Ks):
+        return f"served Ks must be vote counts in [1, {columns}], got {Ks!r}"
+    if alpha is not None and not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
+                                  and math.isfinite(alpha) and 0 < alpha < 1):
+        return f"served alpha must be None or in (0, 1), got {alpha!r}"
+    return None
+
+
 class Claim:
     """A held image lock (:meth:`VotesStore.claim`); :meth:`release` after the image's file is written."""
 
@@ -165,21 +205,71 @@ class VotesStore:
         except OSError as exc:
             raise VotesError(f"cannot create votes store {self.directory}: {exc.strerror or exc}") from None
         setting_path = self.directory / SETTING_FILE
-        if setting_path.exists():
-            found = self._read_setting_file(setting_path)
-            if not same_setting(found, self.setting):
-                diff = setting_difference(found, self.setting)
-                raise VotesError(f"{setting_path}: directory holds votes of another setting: {diff}")
-            if GROWS in self.setting and self.setting[GROWS] > found.get(GROWS, 0):
-                self._write_setting(setting_path)  # the store grows to more votes per draw
-            elif GROWS in found:
-                self.setting[GROWS] = found[GROWS]
-        else:
-            self._write_setting(setting_path)
+        if not setting_path.exists():
+            with self._setting_lock():
+                if not setting_path.exists():  # a job starting beside this one may have created it meanwhile
+                    self._write_setting(setting_path, self.setting)
+        found = self._check_setting_file(setting_path)
+        #: K recorded in setting.json (as last read or written): an image with more votes per draw raises it first
+        self.recorded_K = found.get(GROWS)
+        if GROWS in self.setting and GROWS in found:
+            self.setting[GROWS] = max(self.setting[GROWS], found[GROWS])  # the K of this store's files
 
-    def _write_setting(self, path: Path) -> None:
-        text = json.dumps(self.setting, indent=2, sort_keys=True) + "\n"
+    def _check_setting_file(self, path: Path) -> dict:
+        found = self._read_setting_file(path)
+        if not same_setting(found, self.setting):
+            diff = setting_difference(found, self.setting)
+            raise VotesError(f"{path}: directory holds votes of another setting: {diff}")
+        if GROWS in found and not (_is_int(found[GROWS]) and found[GROWS] >= 1):
+            raise VotesError(f"{path}: {GROWS} must be a positive int, got {found[GROWS]!r}")
+        return found
+
+    @staticmethod
+    def _write_setting(path: Path, setting: dict) -> None:
+        text = json.dumps(setting, indent=2, sort_keys=True) + "\n"
         atomic_write_text(path, text)
+
+    @contextlib.contextmanager
+    def _setting_lock(self):
+        """Hold the store's setting lock (an flock on ``.setting.lock``, removed after): the read and write of
+        ``setting.json`` by jobs on one store are serialised. A holder that finds the lock file replaced under it
+        (a previous holder removed it) takes the new one."""
+        path = self.directory / _SETTING_LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+            except OSError as exc:
+                raise VotesError(f"cannot write in {self.directory}: {exc.strerror or exc}") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+    def grow(self, K: int) -> None:
+        """Allow this store object to write images of up to ``K`` votes per draw (``setting.json`` rises when the
+        first such image is written, :meth:`write`)."""
+        if GROWS in self.setting and K > self.setting[GROWS]:
+            self.setting[GROWS] = int(K)
+
+    def _record_K(self, K: int) -> None:
+        """Raise ``setting.json``'s K to ``K`` unless it says as much already (re-read under the lock)."""
+        if GROWS not in self.setting or (self.recorded_K is not None and K <= self.recorded_K):
+            return
+        path = self.directory / SETTING_FILE
+        with self._setting_lock():
+            found = self._check_setting_file(path)
+            if found.get(GROWS, 0) < K:
+                found = {**found, GROWS: int(K)}
+                self._write_setting(path, found)
+            self.recorded_K = found[GROWS]
 
     @classmethod
     def open(cls, directory: str | os.PathLike, **kwargs) -> VotesStore:
@@ -254,7 +344,9 @@ class VotesStore:
             served = {"Ks": list(range(1, labels.shape[1] + 1)), "alpha": None}
         meta = {"image_id": int(image_id), "label": int(label), "served": _canonical(served or {}, "served"),
                 "stop": stop, "provenance": provenance(), "extra": _canonical(dict(extra or {}), "extra")}
-        atomic_write(path, self._encode(path, labels, meta))
+        encoded = self._encode(path, labels, meta)
+        self._record_K(labels.shape[1])  # before the image: setting.json never says less than a file holds
+        atomic_write(path, encoded)
         self.partial_path(image_id).unlink(missing_ok=True)
         return path
 
@@ -276,9 +368,21 @@ class VotesStore:
             raise VotesError(f"{path}: labels have shape {stored.shape}, file metadata says {meta.get('shape')}")
         if self.rows is not None and stored.shape[0] != self.rows:
             raise VotesError(f"{path}: labels have {stored.shape[0]} rows, store expects N0 + N = {self.rows}")
+        if 0 in stored.shape or not np.issubdtype(stored.dtype, np.unsignedinteger):
+            raise VotesError(f"{path}: labels must be a non-empty unsigned int array, got {stored.dtype} "
+                             f"{stored.shape}")
         labels = stored.astype(np.int32)
         if meta["format"] != FORMATS[0]:
             labels[stored == np.iinfo(stored.dtype).max] = NOT_COMPUTED
+        computed = labels >= 0
+        if self.num_classes is not None and meta["format"] != FORMATS[0] and (labels >= self.num_classes).any():
+            raise VotesError(f"{path}: label {int(labels.max())} out of range for {self.num_classes} classes")
+        if not (computed[:, 1:] <= computed[:, :-1]).all():
+            row = int(np.argmax((computed[:, 1:] > computed[:, :-1]).any(axis=1)))
+            raise VotesError(f"{path}: draw {row} has a vote after a missing one (votes are computed in seed order)")
+        label = meta.get("label")
+        if not _is_int(label) or label < 0 or (self.num_classes is not None and label >= self.num_classes):
+            raise VotesError(f"{path}: true label {label!r} out of range")
         return labels, meta
 
     def read(self, image_id: int) -> VoteRecord:
@@ -289,6 +393,11 @@ class VotesStore:
             raise VotesError(f"{path}: no votes stored for image {image_id}")
         labels, meta = self._load(path, image_id)
         served = meta.get("served") or {"Ks": list(range(1, labels.shape[1] + 1)), "alpha": None}
+        problem = _served_problem(served, labels.shape[1])
+        if problem is None and meta.get("stop", "complete") not in STOPS:
+            problem = f"stop must be one of {', '.join(STOPS)}, got {meta.get('stop')!r}"
+        if problem is not None:
+            raise VotesError(f"{path}: {problem}")
         return VoteRecord(labels=labels, label=int(meta["label"]), setting=meta["setting"],
                           extra=meta.get("extra", {}), served=served, stop=meta.get("stop", "complete"),
                           provenance=meta.get("provenance"))
@@ -317,18 +426,57 @@ class VotesStore:
         atomic_write(path, self._encode(path, labels, meta))
         return path
 
-    def read_partial(self, image_id: int) -> tuple[np.ndarray, dict] | None:
-        """``(labels, state)`` of the image's checkpoint, or None when there is none or it is unusable (a damaged or
-        foreign checkpoint is only lost work: it is removed)."""
+    def read_partial(self, image_id: int, label: int | None = None) -> tuple[np.ndarray, dict] | None:
+        """``(labels, state)`` of the image's checkpoint, or None when there is none or it is unusable: damaged,
+        foreign, of another true label than ``label`` (when given), or holding a state no job writes (Ks outside
+        [1, its votes per draw], an alpha outside (0, 1)). An unusable checkpoint is only lost work: it is
+        removed. ``state`` is ``{"Ks": [...], "alpha": a}``."""
         path = self.partial_path(image_id)
         if not path.exists():
             return None
         try:
             labels, meta = self._load(path, image_id)
+            state = meta.get("state")
+            if not isinstance(state, dict):
+                raise VotesError(f"{path}: no state")
+            problem = _served_problem(state, labels.shape[1])
+            if problem is None and state.get("alpha") is None:
+                problem = "no alpha"
+            if problem is None and label is not None and meta["label"] != int(label):
+                problem = f"true label {meta['label']}, not {label}"
+            if problem is not None:
+                raise VotesError(f"{path}: {problem}")
         except VotesError:
             path.unlink(missing_ok=True)
             return None
-        return labels, meta.get("state", {})
+        return labels, {"Ks": sorted(set(state["Ks"])), "alpha": float(state["alpha"])}
+
+    def remove_partial(self, image_id: int) -> None:
+        """Remove the image's checkpoint (hold its claim)."""
+        self.partial_path(image_id).unlink(missing_ok=True)
+
+    def remove_stale_partials(self) -> None:
+        """Remove every checkpoint beside a finished image that serves all the checkpoint aimed at (its Ks at its
+        alpha): a job killed after writing the image and before removing the checkpoint leaves one. Images held by
+        a live job, and checkpoints that aim at more (a killed job growing the image: the next job on the image
+        resumes it), are left alone; unusable checkpoints are removed (:meth:`read_partial`)."""
+        ids = sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _PARTIAL.match(p.name)))
+        for i in ids:
+            if not self.path(i).exists():
+                continue
+            claim = self.claim(i)
+            if claim is None:
+                continue
+            try:
+                try:
+                    record = self.read(i)
+                except VotesError:
+                    continue  # the finished file is reported where a job wants the image
+                partial = self.read_partial(i, record.label)
+                if partial is not None and serves(record.served, partial[1]["Ks"], partial[1]["alpha"]):
+                    self.remove_partial(i)
+            finally:
+                claim.release()
 
     def claim(self, image_id: int, wait: bool = False) -> Claim | None:
         """The lock of image ``image_id`` while this process computes it, or None when another live process holds
