@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: default refresh-default restore report-from-votes test install clean-venv
+.PHONY: default refresh-default restore report-from-votes test test-fast install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ report-from-votes:
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The tests not marked slow (unit tests and a few dry runs, no training or certification): a few minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -107,6 +107,7 @@ def run_cli(arguments: list[str], **kwargs) -> subprocess.CompletedProcess:
                           **kwargs)
 
 
+@pytest.mark.slow  # processes killed or run side by side: end to end, in `make test`
 def test_sigkill_in_the_middle_of_an_image_resumes_from_its_checkpoint(models, tmp_path):
     """One long image, checkpointed every 0.2 s: killed once its checkpoint holds votes, the rerun starts from those
     votes and ends with exactly the votes and TSV of an uninterrupted run."""
@@ -134,6 +135,7 @@ def test_sigkill_in_the_middle_of_an_image_resumes_from_its_checkpoint(models, t
     assert strip(read_tsv(tmp_path / "straight" / "result.tsv")) == strip(read_tsv(tmp_path / "killed" / "result.tsv"))
 
 
+@pytest.mark.slow  # processes killed or run side by side: end to end, in `make test`
 def test_two_jobs_on_one_store_split_the_images(models, tmp_path):
     """A resubmitted job running beside the first: each image is computed by one of them, both TSVs list every
     image, and the votes equal a single run's."""

@@ -93,6 +93,7 @@ def run_cli(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "densepure", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow  # processes killed or run side by side: end to end, in `make test`
 def test_sigkill_and_resume_gives_identical_outputs(models, tmp_path):
     """Kill -9 after the first image is stored, resume, and compare with an uninterrupted run: the votes are
     byte-identical and so is the TSV, except its `time` column, which is each run's own wall-clock time."""

@@ -213,6 +213,7 @@ def run_cli(arguments: list[str], **kwargs) -> subprocess.Popen:
                             **kwargs)
 
 
+@pytest.mark.slow  # processes killed or run side by side: end to end, in `make test`
 def test_two_jobs_at_different_Ks_on_one_store(models, tmp_path):
     """A job at K 3 after one at K 2 and the other way round (in this process), then both at the same time (two
     processes): every job succeeds and each store ends with the votes of a K 3 store serving 2 and 3."""

@@ -229,6 +229,7 @@ def test_rates_per_precision_merge_and_are_checked(tmp_path):
 # --- the benchmark -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # processes killed or run side by side: end to end, in `make test`
 def test_benchmark_smoke_writes_rates_that_estimate_uses(tmp_path):
     out = tmp_path / "throughput.json"
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--smoke", "--out", str(out),
