@@ -12,6 +12,7 @@ import pytest
 from densepure.cli.main import main
 
 SHARDS = Path(__file__).parent / "expected/default/shards"
+STORE = Path(__file__).parent / "expected/default/votes/digits/digits-cnn/onestep-sigma0.25-b1-K1"
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
 
@@ -95,6 +96,19 @@ ROWS = [
     ("compare: image sets as a list of names", ["compare", "--artifact", "tableA", "--spec", "default", "--results",
                                                 str(SHARDS), "--image-sets", "list.yaml", "--out", "c.csv"], 2,
      "a list of mappings", ["c.csv"]),
+    ("figure: artifact outside its folder", ["figure", "--artifact", "../x", "--spec", "default", "--results",
+                                             str(SHARDS), "--outdir", "f"], 2, "not a plain name", ["../x.png", "f"]),
+    ("ledger: radii without a dataset", ["ledger", "--results", str(SHARDS), "--outdir", "l", "--radii", "digits"], 2,
+     "expected DATASET:R,R,...", ["l"]),
+    ("ledger: a folder without votes stores", ["ledger", "--results", str(SHARDS), "--outdir", "l", "--votes-dir",
+                                               "nowhere"], 2, "no votes store there", ["l"]),
+    ("export: a folder without votes stores", ["export", "--results", str(SHARDS), "--run", "r", "--votes-dir",
+                                               "nowhere", "--out", "e.json"], 2, "no votes store there", ["e.json"]),
+    ("aggregate: an id the store does not hold", ["aggregate", "--votes-dir", str(STORE), "--K", "1", "--ids", "5000",
+                                                  "--out", "a/K{K}.tsv"], 2, "image 5000 has no complete votes file",
+     ["a"]),
+    ("aggregate: no {K} in --out", ["aggregate", "--votes-dir", str(STORE), "--K", "1", "--out", "a.tsv"], 2,
+     "--out must contain {K}", ["a.tsv"]),
     ("certify: a text file as the diffusion bundle", CERTIFY + ["--diffusion", "bundle", "--diffusion-ckpt",
                                                                 "text.pt"], 2, "text.pt", []),
 ]

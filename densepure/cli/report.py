@@ -257,8 +257,8 @@ def _export(args) -> list[Path]:
 
     from densepure.report.export import find_stores
 
-    results = _load(args)
     stores = find_stores(args.votes_dir)
+    results = _load(args)
     return [write_export(export_run(results, args.run, args.radii or DEFAULT_RADII, stores), args.out)]
 
 
@@ -267,9 +267,10 @@ def _ledger(args) -> list[Path]:
     from densepure.report.ledger import check_document, ledger, ledger_document, ledger_pairs, ledger_table, \
         write_ledger
 
+    stores = find_stores(args.votes_dir)
     results = _load(args)
     radii = dict(args.radii or [])
-    entries = ledger(results, radii, find_stores(args.votes_dir))
+    entries = ledger(results, radii, stores)
     pairs = ledger_pairs(results, radii)
     document = ledger_document(entries, pairs, args.run)
     check_document(document)
