@@ -11,7 +11,7 @@ from densepure import report
 from densepure.cli import report as report_cli
 from densepure.job.results import Setting
 from densepure.job.votes import VotesStore
-from densepure.report.export import export_run
+from densepure.report.export import check_export, export_run
 
 
 def _store(path, device, K=40, b=10, method="densepure"):
@@ -35,6 +35,7 @@ def test_export_by_hand(tmp_path):
     lo, hi = report.clopper_pearson(3, 4)
     assert dp["clean_accuracy"]["ci95"] == pytest.approx([100 * float(lo), 100 * float(hi)])
     assert [c["value"] for c in dp["certified_accuracy"]] == [50.0, 50.0] and dp["max_certifiable_radius"] == 0.953
+    check_export(out)
     assert dp["checkpoints_sha256"] == {"diffusion": "d" * 64, "classifier": "c" * 64}
     cost = dp["cost_per_image"]
     # 100 + 100000 draws x (1 + 40 x 9) UNet calls, x 40 classifier calls; 1 s per image measured on cuda:0
@@ -62,3 +63,19 @@ def test_export_counts_early_stopped_draws_and_cli(tmp_path):
     assert report_cli.run_report(args) == 0
     data = json.loads(path.read_text())
     assert data["settings"][0]["certified_accuracy"][0]["radius"] == 0.5 and data["package_version"]
+
+
+def test_radii_beyond_what_N_certifies_are_not_certifiable_never_zero(tmp_path):
+    """At sigma 0.25 with N = 1000 draws nothing beyond 0.616 can be certified: the export says so instead of 0.0
+    with an interval, and the committed schema refuses a zero there."""
+    import jsonschema
+
+    tsv = write_tsv(tmp_path / "dp.tsv", [ok(0, "0.5"), ok(20, "0.2")], N=1000)
+    out = export_run(report.load_results([tsv]), "x", radii=[0.5, 1.0])
+    cells = out["settings"][0]["certified_accuracy"]
+    assert cells[0]["value"] == 50.0 and cells[0]["reason"] is None
+    assert cells[1]["value"] is None and cells[1]["ci95"] is None and cells[1]["reason"].startswith("not certifiable")
+    check_export(out)
+    cells[1].update({"value": 0.0, "ci95": [0.0, 84.2], "count": 0})  # a zero with an interval, and a reason
+    with pytest.raises(jsonschema.ValidationError):
+        check_export(out)

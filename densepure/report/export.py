@@ -20,6 +20,8 @@ from densepure.report.labels import METHOD_LABELS
 from densepure.report.load import SETTING_KEYS
 
 FORMAT = "densepure-export/1"
+SCHEMA_FILE = "export.schema.json"  # in workflow/schemas/
+NOT_CERTIFIABLE = "not certifiable: beyond the largest radius N draws certify at alpha, sigma Phi^-1(alpha^(1/N))"
 DEFAULT_RADII = [round(0.25 * i, 2) for i in range(17)]  # 0, 0.25, ..., 4.0
 CALLS_HOW = ("estimated from the setting: per draw 1 + K (b - 1) UNet calls (the first reverse step shared by the "
              "K votes; b K without sharing) and K classifier calls, one of each for a one-shot method; draws = N0 + "
@@ -100,6 +102,18 @@ def _cost(rows: pd.DataFrame, key: dict, device: str | None) -> dict:
             "gpu_seconds": seconds if on_gpu and np.isfinite(seconds) else None}
 
 
+def _cells(acc: pd.DataFrame, bound: float) -> list[dict]:
+    """Certified accuracy per radius; a radius beyond ``bound`` (what N and alpha can certify) is not certifiable:
+    no value, no interval, and the reason."""
+    out = []
+    for r, v, lo, hi, c in acc[["radius", "certified_accuracy", "ci_low", "ci_high", "count"]].itertuples(index=False):
+        if np.isfinite(bound) and r > bound + 1e-12:
+            out.append({"radius": r, "value": None, "ci95": None, "count": None, "reason": NOT_CERTIFIABLE})
+        else:
+            out.append({"radius": r, "value": v, "ci95": [lo, hi], "count": int(c), "reason": None})
+    return out
+
+
 def _number(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
@@ -125,9 +139,7 @@ def export_run(results: pd.DataFrame, run: str, radii: Sequence[float] = DEFAULT
             "clean_accuracy": {"value": acc["certified_accuracy"].iloc[0],
                                "ci95": [acc["ci_low"].iloc[0], acc["ci_high"].iloc[0]]},
             "max_certifiable_radius": _number(max_certifiable_radius(key["sigma"], key["N"], key["alpha"])),
-            "certified_accuracy": [{"radius": r, "value": v, "ci95": [lo, hi], "count": int(c)} for r, v, lo, hi, c
-                                   in acc.iloc[1:][["radius", "certified_accuracy", "ci_low", "ci_high",
-                                                    "count"]].itertuples(index=False)],
+            "certified_accuracy": _cells(acc.iloc[1:], largest_radius(key["sigma"], key["N"], key["alpha"])),
             "checkpoints_sha256": checkpoints or "not recorded (pass the votes store with --votes-dir)",
             "votes_store": store["dir"] if store else None,
             "cost_per_image": _cost(rows, key, store["device"] if store else None)})
@@ -136,8 +148,27 @@ def export_run(results: pd.DataFrame, run: str, radii: Sequence[float] = DEFAULT
             "radii": [float(r) for r in radii], "settings": settings}
 
 
+def largest_radius(sigma: float, N: float, alpha: float) -> float:
+    """``sigma Phi^-1(alpha^(1/N))``, unrounded; NaN when N or alpha is unknown."""
+    from scipy.stats import norm
+
+    if not (np.isfinite(N) and np.isfinite(alpha)):
+        return math.nan
+    return float(sigma * norm.ppf(alpha ** (1.0 / N)))
+
+
+def check_export(export: dict) -> None:
+    """Validate an export against the committed JSON Schema (workflow/schemas/export.schema.json)."""
+    import jsonschema
+
+    from densepure.files import resources
+
+    jsonschema.validate(export, json.loads(resources.resource(f"workflow/schemas/{SCHEMA_FILE}").read_text()))
+
+
 def write_export(export: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(export, indent=1, allow_nan=False) + "\n")
-    return path
+    """Write the export as JSON (atomically), after validating it against its schema."""
+    from densepure.files.atomic import atomic_write_text
+
+    check_export(export)
+    return atomic_write_text(path, json.dumps(export, indent=1, allow_nan=False) + "\n")

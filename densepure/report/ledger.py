@@ -31,6 +31,7 @@ import pandas as pd
 
 from densepure.files.atomic import atomic_write_text
 from densepure.report.accuracy import accuracy_rows, certified_at
+from densepure.report.export import NOT_CERTIFIABLE, largest_radius
 from densepure.report.intervals import mcnemar_exact, newcombe_independent, newcombe_paired
 from densepure.report.labels import METHOD_LABELS, classifier_label, dataset_label
 from densepure.report.load import SETTING_KEYS
@@ -39,7 +40,6 @@ from densepure.report.tables import provenance
 FORMAT = "densepure-ledger/1"
 STANDARD_RADII = {"cifar10": [0.25, 0.5, 0.75, 1.0], "imagenet": [0.5, 1.0, 1.5, 2.0, 3.0]}
 OTHER_RADII = [0.25, 0.5, 0.75, 1.0]
-NOT_CERTIFIABLE = "not certifiable: beyond the largest radius N draws certify at alpha, sigma Phi^-1(alpha^(1/N))"
 SCHEMA_FILE = "ledger.schema.json"
 
 
@@ -47,15 +47,6 @@ def radii_for(dataset: str, radii: Mapping[str, Sequence[float]] | None = None) 
     """The standard radii of ``dataset`` (``radii`` over :data:`STANDARD_RADII`; other datasets: CIFAR-10's)."""
     table = {**STANDARD_RADII, **(radii or {})}
     return [float(r) for r in table.get(str(dataset).lower(), OTHER_RADII)]
-
-
-def largest_radius(sigma: float, N: float, alpha: float) -> float:
-    """``sigma Phi^-1(alpha^(1/N))``, NaN when N or alpha is unknown."""
-    from scipy.stats import norm
-
-    if not (np.isfinite(N) and np.isfinite(alpha)):
-        return math.nan
-    return float(sigma * norm.ppf(alpha ** (1.0 / N)))
 
 
 def file_digest(path: str | Path) -> str:
