@@ -15,6 +15,13 @@ from densepure.cli import certify, estimate, models, report, theory
 
 #: the command families, each a module with ``register(subparsers)`` (parsers whose defaults name their ``run``)
 FAMILIES = (certify, models, report, estimate, theory)
+DESCRIPTION = """\
+Certify classifiers with DensePure (diffusion-purified randomized smoothing, Xiao et al., ICLR 2023) and the one-shot
+baseline, and turn per-image results, ours or imported, into the paper's tables, figures and comparisons.
+Run densepure COMMAND --help for the options of each command.
+
+Errors a user can cause (bad values, missing files, mismatched checkpoints or votes) print one line and exit with
+status 2; set DENSEPURE_DEBUG=1 to get the traceback instead."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +32,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="densepure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="densepure", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"densepure {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for family in FAMILIES:
