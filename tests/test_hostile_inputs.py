@@ -141,3 +141,13 @@ def test_compare_on_the_defaults_own_results_writes_its_page(tmp_path, capsys):
     assert main(["compare", "--artifact", "tableA", "--spec", "default", "--results", str(SHARDS), "--out",
                  str(tmp_path / "c.csv")]) == 0, capsys.readouterr().err
     assert (tmp_path / "c.csv").is_file() and "<table>" in (tmp_path / "c.html").read_text()
+
+
+def test_figure_without_a_spec_draws_every_setting_as_curves(tmp_path, capsys):
+    """`--spec` is optional for `figure` as for `table`: every setting of the results, one b per panel."""
+    assert main(["figure", "--artifact", "all", "--results", str(SHARDS), "--outdir", str(tmp_path)]) == 0, \
+        capsys.readouterr().err
+    import pandas as pd
+
+    data = pd.read_csv(tmp_path / "all_data.csv")
+    assert (tmp_path / "all.png").is_file() and data["panel"].nunique() == 4

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
                               description="Draw a figure artifact from result TSVs (PNG, PDF and the plotted data "
                                           "_data.csv with n and 95% intervals).")
     p.add_argument("--artifact", required=True, help="artifact name in the spec, e.g. fig3")
-    p.add_argument("--spec", required=True, help=SPEC_HELP)
+    p.add_argument("--spec", help=SPEC_HELP + "; without it: every setting of the results as curves")
     _add_results(p)
     p.add_argument("--outdir", required=True, type=Path, help="output directory")
     p.add_argument("--run", default="", help="run name for the figure's title")
@@ -279,10 +279,11 @@ def _ledger(args) -> list[Path]:
 
 def _figure(args) -> list[Path]:
     from densepure.report.figures import write_figure
-    from densepure.report.spec import load_spec
+    from densepure.report.spec import curves_spec, load_spec
 
-    spec = load_spec(args.spec, args.artifact)
+    spec = load_spec(args.spec, args.artifact) if args.spec else None
     results = _load(args)
+    spec = spec or curves_spec(results)
     paths = write_figure(results, spec, args.artifact, args.outdir, run=args.run, allow_missing=args.allow_missing)
     _warn_incomplete(pd.read_csv(paths[-1]))
     return paths

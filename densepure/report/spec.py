@@ -189,3 +189,19 @@ def default_spec(results: pd.DataFrame, radii) -> dict:
                        "Ks": sorted(set(dp["K"])) or [40], "methods": list(dict.fromkeys(g["method_key"])),
                        "radii": [float(r) for r in radii]})
     return {"source": "every setting of the results", "panels": panels}
+
+
+def curves_spec(results: pd.DataFrame) -> dict:
+    """A figure spec showing every setting of ``results`` as certified-accuracy curves: :func:`default_spec`'s
+    panels, each up to the largest radius certified in it."""
+    spec = default_spec(results, [0.0])
+    panels = []
+    for panel in spec["panels"]:
+        rows = results[(results["dataset"] == panel["dataset"]) & (results["classifier"] == panel["classifiers"][0])
+                       & (results["sigma"] == panel["sigmas"][0])]
+        top = rows.loc[rows["correct"] == 1, "radius"].max()
+        for b in panel["bs"]:  # one b per panel: curves, not a b ablation
+            name = panel["name"] + (f" b={b}" if len(panel["bs"]) > 1 else "")
+            panels.append({**panel, "name": name, "bs": [b], "Ks": [max(panel["Ks"])], "radii": "curve",
+                           "max_radius": float(top) * 1.05 if top == top and top > 0 else 1.0})
+    return {**spec, "panels": panels}
