@@ -51,12 +51,19 @@ def accuracy_rows(rows: pd.DataFrame, radii: Sequence[float]) -> pd.DataFrame:
                          "certified_accuracy": 100.0 * counts / n, "ci_low": 100.0 * low, "ci_high": 100.0 * high})
 
 
-def max_certifiable_radius(sigma: float, N: float, alpha: float) -> float:
-    """The largest radius N estimation draws can certify, as written: ``sigma * Phi^-1(alpha^(1/N))`` (all N draws
-    vote for the class; 3 significant digits). NaN when N or alpha is unknown."""
+def largest_radius(sigma: float, N: float, alpha: float) -> float:
+    """The largest radius N estimation draws can certify at ``alpha``, unrounded: ``sigma Phi^-1(alpha^(1/N))``
+    (every draw votes for the class; Cohen et al.'s lower confidence bound is then ``alpha^(1/N)``). NaN when N or
+    alpha is unknown."""
     if not (np.isfinite(N) and np.isfinite(alpha)):
         return float("nan")
-    return float(format_radius(sigma * norm.ppf(alpha ** (1.0 / N))))
+    return float(sigma * norm.ppf(alpha ** (1.0 / N)))
+
+
+def max_certifiable_radius(sigma: float, N: float, alpha: float) -> float:
+    """:func:`largest_radius` as written (3 significant digits); NaN when N or alpha is unknown."""
+    bound = largest_radius(sigma, N, alpha)
+    return bound if np.isnan(bound) else float(format_radius(bound))
 
 
 def certified_accuracy_table(df: pd.DataFrame, radii: Sequence[float]) -> pd.DataFrame:

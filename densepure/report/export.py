@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from densepure import __version__
-from densepure.report.accuracy import accuracy_rows, max_certifiable_radius
+from densepure.report.accuracy import accuracy_rows, largest_radius, max_certifiable_radius
 from densepure.report.labels import METHOD_LABELS
 from densepure.report.load import SETTING_KEYS
 
@@ -146,15 +146,6 @@ def export_run(results: pd.DataFrame, run: str, radii: Sequence[float] = DEFAULT
     return {"format": FORMAT, "run": run, "package_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "radii": [float(r) for r in radii], "settings": settings}
-
-
-def largest_radius(sigma: float, N: float, alpha: float) -> float:
-    """``sigma Phi^-1(alpha^(1/N))``, unrounded; NaN when N or alpha is unknown."""
-    from scipy.stats import norm
-
-    if not (np.isfinite(N) and np.isfinite(alpha)):
-        return math.nan
-    return float(sigma * norm.ppf(alpha ** (1.0 / N)))
 
 
 def check_export(export: dict) -> None:

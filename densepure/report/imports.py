@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import glob
-import hashlib
 import math
 import os
 import re
@@ -31,6 +30,8 @@ from scipy.stats import norm
 
 from densepure.files.atomic import atomic_write_text
 from densepure.job.results import SETTING_COLUMNS, TSV_COLUMNS
+from densepure.models.download import sha256
+from densepure.report.accuracy import largest_radius
 from densepure.report.labels import METHOD_LABELS
 
 COHEN_COLUMNS = ["idx", "label", "predict", "radius", "correct"]
@@ -126,12 +127,6 @@ def radius_tolerance(text: str) -> float:
     mantissa, _, exponent = text.strip().lower().partition("e")
     decimals = len(mantissa.partition(".")[2])
     return 0.5 * 10.0 ** (int(exponent or 0) - decimals)
-
-
-def largest_radius(sigma: float, N: float, alpha: float) -> float:
-    """The largest radius N estimation draws can certify at ``alpha``, unrounded: ``sigma Phi^-1(alpha^(1/N))``
-    (every draw votes for the class; Cohen et al.'s lower confidence bound is then ``alpha^(1/N)``)."""
-    return float(sigma * norm.ppf(alpha ** (1.0 / N)))
 
 
 def alpha_needed(radius: float, sigma: float, N: float) -> float:
@@ -284,12 +279,8 @@ def read_import(path: Path, name: Path, given: dict, sidecar, warn) -> ImportedL
     check_log_values(df, path)
     notes = check_radii(df, setting, path)
     source = setting.pop("source", None) or f"import:cohen:{name.with_name(path.name).as_posix()}"
-    rows = cohen_rows(df, setting, source, sha256_of(path), notes)
+    rows = cohen_rows(df, setting, source, sha256(path), notes)
     return ImportedLog(path, name, rows, setting, used, notes)
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def write_imports(items: list[ImportedLog], outdir: Path) -> list[tuple[Path, str]]:

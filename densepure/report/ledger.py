@@ -20,7 +20,6 @@ labelled ``unpaired``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -30,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from densepure.files.atomic import atomic_write_text
-from densepure.report.accuracy import accuracy_rows, certified_at
-from densepure.report.export import NOT_CERTIFIABLE, largest_radius
+from densepure.models.download import sha256
+from densepure.report.accuracy import accuracy_rows, certified_at, largest_radius
+from densepure.report.export import NOT_CERTIFIABLE
 from densepure.report.intervals import mcnemar_exact, newcombe_independent, newcombe_paired
 from densepure.report.labels import METHOD_LABELS, classifier_label, dataset_label
 from densepure.report.load import SETTING_KEYS
@@ -47,10 +47,6 @@ def radii_for(dataset: str, radii: Mapping[str, Sequence[float]] | None = None) 
     """The standard radii of ``dataset`` (``radii`` over :data:`STANDARD_RADII`; other datasets: CIFAR-10's)."""
     table = {**STANDARD_RADII, **(radii or {})}
     return [float(r) for r in table.get(str(dataset).lower(), OTHER_RADII)]
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def measured_calls(store_dir: Path, ids: Sequence[int], b: int, one_shot: bool) -> dict | None:
@@ -125,7 +121,7 @@ def ledger(results: pd.DataFrame, radii: Mapping[str, Sequence[float]] | None = 
                 cells.append({"radius": r, "value": value, "ci95": [low, high], "count": int(count), "reason": None})
         digests = sorted(set(d for d in rows.get("source_sha256", pd.Series(dtype=str)) if isinstance(d, str) and d))
         if not digests:
-            digests = sorted({file_digest(f) for f in rows["source_file"].unique()})
+            digests = sorted({sha256(f) for f in rows["source_file"].unique()})
         label = rows["method_label"].iloc[0] or METHOD_LABELS.get(rows["method_key"].iloc[0], key["method"])
         notes = sorted({n for n in rows.get("setting_note", pd.Series(dtype=str)) if isinstance(n, str) and n})
         entries.append({
