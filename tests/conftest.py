@@ -28,7 +28,7 @@ def fixtures_dir() -> Path:
 ROOT = Path(__file__).resolve().parents[1]
 # What a clone needs to run the workflow and its DVC stages (the package itself is installed from ROOT, editable;
 # dvc.yaml's deps read the copy of densepure/).
-PROJECT_FILES = ("Snakefile", "workflow", "config", "densepure", "results/paper", "slurm", "dvc.yaml", "pipelines",
+PROJECT_FILES = ("Snakefile", "workflow", "config", "densepure", "results/paper", "profiles", "slurm", "dvc.yaml", "pipelines",
                  ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "Makefile", "pyproject.toml",
                  "constraints.txt")
 

@@ -2,24 +2,30 @@
 
 tools/slurm-localhost/start-slurm.sh installs Debian's Slurm (slurmctld, slurmd, slurmdbd with MariaDB, so `sacct`
 works) and starts it on this machine, with two fake GPUs (gres backed by /dev/null: only the request path is real).
-The run uses the committed `slurm` profile and the real snakemake-executor-plugin-slurm; like config/paper.yaml,
-the certify rule asks for one GPU through the config (`resources.certify.gpu`), training for none, and the
-seconds-long CPU rules (aggregate, table, figure, theory: `localrule`) run on the submitting host. Checked: `sacct`
-lists every job Snakemake submitted, completed, with the resources asked; the outputs equal the local run's
-(`default_run`, tests/conftest.py). Needs root (the cluster's daemons); skipped otherwise.
+The run uses the committed profiles as typed (`--profile slurm`, and the workflow profile profiles/default that
+Snakemake reads without a flag) and the real snakemake-executor-plugin-slurm; like config/paper.yaml
+(`device: auto`), the certify rule asks for one GPU (here `--config device=auto`: the fake GPUs are no CUDA
+devices, so the jobs still run on the CPU), training for none, and the seconds-long CPU rules (aggregate, table,
+figure, theory: `localrule`) run on the submitting host. Every job goes out with `--slurm-requeue`, the option for
+preemptible partitions. Checked: `sacct` lists every job Snakemake submitted, completed, with the resources asked
+(the workflow profile's time limit and memory per CPU for certification); Slurm kept the requeue flag; the outputs
+equal the local run's (`default_run`, tests/conftest.py). Needs root (the cluster's daemons); skipped otherwise.
 """
 
 import os
 import re
+import shutil
 import subprocess
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import ROOT, project_clone, run, tool_env
 
 START_SLURM = ROOT / "tools/slurm-localhost/start-slurm.sh"
+CERTIFY = yaml.safe_load((ROOT / "profiles/default/profile.yaml").read_text())["set-resources"]["certify"]
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the localhost Slurm cluster needs root (CI runs as root)")]
 
@@ -46,18 +52,21 @@ def cluster_answers() -> bool:
 def slurm_run(cluster, tmp_path_factory):
     """The default through Slurm; returns the clone, Snakemake's output and the sacct rows of its jobs."""
     clone = project_clone(tmp_path_factory.mktemp("slurm") / "repo")
-    gpu = clone / "gpu.yaml"
-    gpu.write_text("resources: {certify: {gpu: 1}}\n")  # as config/paper.yaml asks
+    shutil.rmtree(clone / "slurm")  # as in the repository: profiles/ and the link slurm -> profiles/slurm
+    shutil.copytree(ROOT / "profiles", clone / "profiles")
+    (clone / "slurm").symlink_to("profiles/slurm")
     # The plugin's first status check comes 40 s after a submission by default; 2 s keeps CI's waves short.
     result = run(["snakemake", "--profile", "slurm", "all", "--slurm-init-seconds-before-status-checks", "2",
-                  "--configfile", "config/config.yaml", str(gpu)], clone)
+                  "--slurm-requeue", "--config", "device=auto", "--verbose"], clone)  # --verbose: the sbatch calls
     log = result.stdout + result.stderr
     submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log))
     ids = ",".join(submitted.values())
     sacct = run(["sacct", "-X", "--parsable2", "--noheader", "-j", ids,
-                 "-o", "JobIDRaw,Comment,AllocTRES,ReqMem,State"], clone).stdout
-    rows = [dict(zip(("id", "comment", "tres", "mem", "state"), line.split("|"))) for line in sacct.splitlines()]
-    return clone, log, submitted, rows
+                 "-o", "JobIDRaw,Comment,AllocTRES,ReqMem,State,TimelimitRaw"], clone).stdout
+    rows = [dict(zip(("id", "comment", "tres", "mem", "state", "limit"), line.split("|")))
+            for line in sacct.splitlines()]
+    calls = re.findall(r"^sbatch call: (.*)$", log, re.M)
+    return clone, log, submitted, rows, calls
 
 
 def job_stats(log: str) -> Counter:
@@ -68,7 +77,8 @@ def job_stats(log: str) -> Counter:
 
 def test_every_job_went_through_slurm_but_the_local_rules(slurm_run):
     """Training and certification are submitted; the seconds-long CPU rules run on the submitting host."""
-    clone, log, submitted, rows = slurm_run
+    clone, log, submitted, rows, _ = slurm_run
+    assert "Using profiles slurm and workflow specific profile profiles/default" in log
     local = Counter(re.findall(r"^localrule (\w+):$", log, re.M))
     assert set(local) == {"aggregate", "table", "figure", "theory_thm31", "theory_fig2", "theory_radius", "all"}
     planned = job_stats(log) - local
@@ -81,13 +91,26 @@ def test_every_job_went_through_slurm_but_the_local_rules(slurm_run):
 
 
 def test_resources_as_requested(slurm_run):
-    """Certification jobs hold one GPU each; training holds none."""
-    _, _, _, rows = slurm_run
+    """Certification jobs hold one GPU each and the workflow profile's time limit and memory per CPU; training holds
+    no GPU and the slurm profile's default resources."""
+    _, _, _, rows, _ = slurm_run
     for row in rows:
         tres = dict(item.split("=", 1) for item in row["tres"].split(","))
-        assert tres["cpu"] == "1" and row["mem"] == "8000M", row  # threads: 1; the profile's default mem_mb
-        wants_gpu = row["comment"].startswith("rule_certify")
-        assert tres.get("gres/gpu") == ("1" if wants_gpu else None), row
+        certify = row["comment"].startswith("rule_certify")
+        assert tres["cpu"] == "1", row  # threads: 1
+        # 8000 MB: certification's mem_mb_per_cpu x 1 CPU, training the slurm profile's default mem_mb
+        assert row["mem"] == ("%dM" % CERTIFY["mem_mb_per_cpu"] if certify else "8000M"), row
+        assert row["limit"] == str(CERTIFY["runtime"] if certify else 60), row
+        assert tres.get("gres/gpu") == ("1" if certify else None), row
+
+
+def test_jobs_were_submitted_requeueable(slurm_run):
+    """`--slurm-requeue` (preemptible partitions) became `sbatch --requeue` for every job, and the cluster ran them
+    (all completed: test_every_job_went_through_slurm_but_the_local_rules). Requeue=1 in `scontrol show job` would
+    prove nothing here: this cluster's JobRequeue default is already 1."""
+    _, _, submitted, _, calls = slurm_run
+    assert len(calls) == len(submitted), calls
+    assert all(" --requeue" in call for call in calls), calls
 
 
 def test_outputs_equal_the_local_run(slurm_run, default_run):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
+from densepure.files import resources
+from densepure.files.yamlfile import read_yaml
 from densepure.plan import grid
 from densepure.plan.estimate import Row, StoreCost, dataset_execution, estimate
 
@@ -46,10 +49,30 @@ def _human(n: float) -> str:
     return f"{n:.2e}" if n >= 1e6 else f"{n:,.0f}"
 
 
-def runtime_warnings(config: dict, total: Row) -> list[str]:
-    """Warnings when a certification job, or one image (the unit a killed job resumes from), needs more than the
-    configured ``resources.certify.runtime`` (minutes)."""
-    runtime = (config.get("resources") or {}).get("certify", {}).get("runtime")
+#: The workflow profile, where Snakemake finds it from the directory it runs in.
+WORKFLOW_PROFILE = "profiles/default/profile.yaml"
+RUNTIME_KEY = "set-resources.certify.runtime"
+
+
+def certify_runtime(profile: Path | None = None) -> float | None:
+    """The certification jobs' time limit in minutes: ``set-resources: certify: runtime`` of the workflow profile
+    ``profile``, else of :data:`WORKFLOW_PROFILE` in the current directory, else of the repository checkout's; None
+    when there is no such file or it sets no runtime. ValueError naming the file for an unreadable one."""
+    if profile is None:
+        profile = Path(WORKFLOW_PROFILE)
+        if not profile.is_file():
+            try:
+                profile = resources.resource(WORKFLOW_PROFILE)
+            except resources.ResourceError:  # an installed package without a checkout
+                return None
+    settings = read_yaml(profile, what="workflow profile") or {}
+    runtime = ((settings.get("set-resources") or {}).get("certify") or {}).get("runtime")
+    return None if runtime is None else float(runtime)
+
+
+def runtime_warnings(config: dict, total: Row, runtime: float | None = None) -> list[str]:
+    """Warnings when a certification job, or one image (the unit a killed job resumes from), needs more than
+    ``runtime`` minutes, the workflow profile's time limit (:func:`certify_runtime`)."""
     if not runtime or not total.stores:
         return []
     limit_h = float(runtime) / 60
@@ -58,22 +81,22 @@ def runtime_warnings(config: dict, total: Row) -> list[str]:
     out = []
     if worst_image.seconds_per_image / 3600 > limit_h:
         out.append(f"warning: one image of {worst_image.name} needs {worst_image.seconds_per_image / 3600:.1f} "
-                   f"GPU-hours, more than resources.certify.runtime ({runtime} min): it finishes over several runs "
+                   f"GPU-hours, more than {RUNTIME_KEY} ({runtime:g} min): it finishes over several runs "
                    f"of its job (a killed job resumes from the image's last checkpoint, every checkpoint_seconds = "
                    f"{config.get('checkpoint_seconds', 300):g} s), so Snakemake's retries or a rerun are needed; "
                    f"raise the runtime to avoid them")
     elif worst_job.longest_job_seconds / 3600 > limit_h:
         slow = sum(1 for s in total.stores if s.longest_job_seconds / 3600 > limit_h)
         out.append(f"note: the longest certification job ({worst_job.name}) needs "
-                   f"{worst_job.longest_job_seconds / 3600:.1f} GPU-hours, more than resources.certify.runtime "
-                   f"({runtime} min), as do the jobs of {slow} stores: the time limit kills them and a rerun (or "
+                   f"{worst_job.longest_job_seconds / 3600:.1f} GPU-hours, more than {RUNTIME_KEY} "
+                   f"({runtime:g} min), as do the jobs of {slow} stores: the time limit kills them and a rerun (or "
                    f"Snakemake's retries) resumes after their last finished image; raise the runtime or lower "
                    f"shard_size")
     return out
 
 
 def format_text(config: dict, source: str, rows: list[Row], total: Row, shared_first_step: bool | None,
-                stores: bool = False) -> str:
+                stores: bool = False, runtime: float | None = None) -> str:
     modes = ", ".join(f"{name}: {dataset_execution(config, name).mode}" for name in config["datasets"])
     calls = {True: "1 + (b-1) K (the first reverse step is shared by the K votes)",
              False: "b K (every vote from scratch, as the reference code)",
@@ -103,7 +126,7 @@ def format_text(config: dict, source: str, rows: list[Row], total: Row, shared_f
         lines += ["", f"The total counts each votes store once. A store shared by several artifacts (e.g. the main "
                       f"runs behind Tables 1, A, B and Figure 3) is counted in each of their rows but computed once, "
                       f"so the total is less than the sum of the rows ({_hours(artifact_sum)} GPU-hours)."]
-    lines += runtime_warnings(config, total)
+    lines += runtime_warnings(config, total, runtime)
     return "\n".join(lines) + "\n"
 
 
@@ -130,16 +153,17 @@ def savings_text(config: dict) -> str:
 
 
 def estimate_text(config: dict, shown: str, rates: dict, shared_first_step: bool | None = None, stores: bool = False,
-                  shares: dict | None = None, fmt: str = "text") -> str:
+                  shares: dict | None = None, fmt: str = "text", profile: Path | None = None) -> str:
     """The estimate of ``config`` (named ``shown``) as ``fmt`` (``text`` or ``csv``), per artifact or, with
     ``stores``, per votes store. With ``shares`` (:func:`densepure.plan.shares.store_shares`) the savings are
-    counted, and the text also gives the cost without them and the shares of draws and votes computed."""
+    counted, and the text also gives the cost without them and the shares of draws and votes computed. The text
+    warns about jobs longer than the workflow profile's time limit (``profile``: :func:`certify_runtime`)."""
     from densepure.plan.shares import describe
 
     rows, total = estimate(config, rates, shared_first_step, shares)
     if fmt == "csv":
         return format_csv(rows, total, stores)
-    text = format_text(config, shown, rows, total, shared_first_step, stores)
+    text = format_text(config, shown, rows, total, shared_first_step, stores, certify_runtime(profile))
     if shares is not None:
         _, without = estimate(config, rates, shared_first_step)
         text += (f"\nWith the savings the config turns on ({savings_text(config)}): {_hours(total.hours)} GPU-hours; "

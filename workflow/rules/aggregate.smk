@@ -20,8 +20,6 @@ rule aggregate:
     benchmark:
         f"{WORK}/benchmarks/aggregate/{{key}}/K{{K}}-{{images}}.tsv"
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         votes=lambda wc: [
             store_dir(store.name)

@@ -1,5 +1,7 @@
 # One job per (votes store, shard of image ids): N0 + N draws x K votes per image, stored as they finish.
 # A job that dies resumes where it stopped (finished images are skipped by `densepure certify`).
+# Resources: one GPU unless the config's device is cpu (certify_gpus); CPUs = threads; the time limit and the memory
+# come from the workflow profile profiles/default/profile.yaml (`set-resources: certify`).
 
 
 rule certify:
@@ -11,11 +13,9 @@ rule certify:
         f"logs/{RUN}/certify/{{store}}/shard{{shard}}.log",
     benchmark:
         f"{WORK}/benchmarks/certify/{{store}}/shard{{shard}}.tsv"
-    conda:
-        SOFTWARE_ENV
     threads: config["threads"]
     resources:
-        **resources_for("certify"),
+        **certify_gpus(),
     params:
         args=lambda wc: grid.certify_arguments(config, wc.store, int(wc.shard)),
         checkpoints=lambda wc, input: grid.checkpoint_arguments(dict(input.items())),

@@ -6,8 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.settings.types import DeploymentMethod
-
 # Before any job: the schema (defaults filled in), then the cross-checks; a mistake exits with one line naming the key
 # (status 2). A job that Snakemake runs on a cluster node reads this file again: its config was checked before it was
 # submitted, so it skips the cross-checks (they import torch, seconds).
@@ -35,14 +33,11 @@ validation.validate_workflow_config(
 if config["portable_cpu_numerics"]:
     os.environ.update(execution.portable_cpu_env())
 
-# Rules run the package with the Python that runs Snakemake, so that `.venv/bin/snakemake` needs no activated venv and
-# a cluster job uses the same interpreter; under --sdm conda, with the environment's own `python`. The interpreter
-# travels as an environment variable so that the rules' commands stay the same wherever the venv lives (Snakemake
-# reruns jobs whose command changed).
-if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-    os.environ["DENSEPURE_PYTHON"] = "python"
-else:
-    os.environ["DENSEPURE_PYTHON"] = sys.executable
+# Rules run the package with the Python that runs Snakemake (the tested deployment: densepure installed in the
+# environment of Snakemake, as `make install` does), so that `.venv/bin/snakemake` needs no activated venv and a
+# cluster job uses the same interpreter. The interpreter travels as an environment variable so that the rules'
+# commands stay the same wherever the venv lives (Snakemake reruns jobs whose command changed).
+os.environ["DENSEPURE_PYTHON"] = sys.executable
 
 
 envvars:
@@ -56,8 +51,6 @@ WORK = f"{config['work_dir']}/{RUN}"
 RESULTS = f"results/{RUN}"
 FIGURES = f"paper_figures/{RUN}"
 SPEC = grid.write_effective_config(config, f"{WORK}/config.effective.yaml")
-# Software of every rule under --use-conda (relative to the rule files, which all live in workflow/rules/).
-SOFTWARE_ENV = "../envs/densepure.yaml"
 
 
 wildcard_constraints:
@@ -176,8 +169,11 @@ def artifact_names(kind):
     return "|".join(a for a in grid.selected_artifacts(config) if test(a)) or "^$"
 
 
-def resources_for(group):
-    return config["resources"].get(group, {})
+def certify_gpus():
+    """The GPU request of a certification job: ``gpu: 1`` unless the config certifies on the CPU (``device: cpu``,
+    the embedded default). Its time limit and memory come from the workflow profile (profiles/default), which
+    cannot depend on the config."""
+    return {} if config["device"] == "cpu" else {"gpu": 1}
 
 
 def theory_outputs():
@@ -185,9 +181,9 @@ def theory_outputs():
     if "theory" not in config:
         return []
     return [
-        *multiext(f"{RESULTS}/tables/theory_thm31", ".csv", ".md"),
+        *multiext(f"{RESULTS}/tables/theory_thm31", ".csv", ".md", ".html"),
         *multiext(f"{FIGURES}/fig2", ".png", ".pdf", "_data.csv"),
-        *multiext(f"{RESULTS}/tables/theory_radius", ".csv", ".md"),
+        *multiext(f"{RESULTS}/tables/theory_radius", ".csv", ".md", ".html"),
         *multiext(f"{FIGURES}/theory_radius", ".png", ".pdf"),
     ]
 

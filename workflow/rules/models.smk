@@ -11,8 +11,6 @@ rule download_diffusion:
         file="|".join(grid.download_files(config, "diffusion_models")) or "^$",
     retries: 2
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         url=lambda wc: grid.download_url(config, "diffusion_models", wc.file),
         lock=config["checksums"],
@@ -31,8 +29,6 @@ rule download_classifier:
         file="|".join(grid.download_files(config, "classifiers")) or "^$",
     retries: 2
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         url=lambda wc: grid.download_url(config, "classifiers", wc.file),
         lock=config["checksums"],
@@ -51,8 +47,6 @@ rule train_diffusion:
         f"{WORK}/benchmarks/train/{{name}}.tsv"
     wildcard_constraints:
         name="|".join(grid.trained(config, "diffusion_models")) or "^$",
-    conda:
-        SOFTWARE_ENV
     threads: 1
     params:
         options=lambda wc: grid.train_options(config, "diffusion_models", wc.name),
@@ -70,8 +64,6 @@ rule train_classifier:
         f"{WORK}/benchmarks/train/{{name}}.tsv"
     wildcard_constraints:
         name="|".join(grid.trained(config, "classifiers")) or "^$",
-    conda:
-        SOFTWARE_ENV
     threads: 1
     params:
         options=lambda wc: grid.train_options(config, "classifiers", wc.name),
@@ -86,8 +78,6 @@ rule download_cifar10:
     log:
         "logs/download/cifar10.log",
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         url=config["datasets"].get("cifar10", {}).get("download"),
         lock=config["checksums"],
@@ -111,8 +101,6 @@ rule checkpoint_by_hand:
     wildcard_constraints:
         file="|".join(grid.by_hand_files(config)) or "^$",
     localrule: True
-    conda:
-        SOFTWARE_ENV
     shell:
         "echo '{output}: no public URL is known; place the file there by hand (see config/README.md)' "
         "| tee {log:q} >&2; exit 1"
