@@ -25,7 +25,16 @@ from densepure.models.classifiers import (
     list_classifiers,
     register_classifier,
 )
-from densepure.models.preprocessing import ClassifierInput, Normalization, pil_bilinear_resize_levels, resize
+from densepure.models.preprocessing import (
+    ClassifierInput,
+    Normalization,
+    center_crop,
+    pil_bilinear_resize_levels,
+    resize,
+    resize_and_crop,
+    shorter_side_size,
+    timm_preprocessing,
+)
 from densepure.models.wideresnet import WideResNet
 
 pytestmark = pytest.mark.filterwarnings("ignore::densepure.models.classifiers.RandomWeightsWarning")
@@ -305,14 +314,78 @@ def test_half_precision_input_keeps_dtype():
 
 
 def test_timm_any_model_uses_its_config():
+    """timm:<name> takes timm's data config: test_resnet is bilinear, 160 px, crop_pct 0.95, mean = std = 0.5, so a
+    32 x 32 batch is resized to floor(160 / 0.95) = 168 and its center 160 x 160 (offset 4) kept."""
     spec = get_classifier_spec("timm:test_resnet")
     assert spec.input_size == (160, 160) and spec.interpolation == "bilinear" and spec.antialias
+    assert (spec.crop_pct, spec.crop_mode, spec.timm_data_config) == (0.95, "center", True)
     x = rand_images((1, 3, 32, 32))
-    expected = (F.interpolate(x, (160, 160), mode="bilinear", antialias=True, align_corners=False) + 1) / 2
-    torch.testing.assert_close(fed("timm:test_resnet", "reference", x), (expected - 0.5) / 0.5, rtol=0, atol=1e-6)
+    resized = F.interpolate(x, (168, 168), mode="bilinear", antialias=True, align_corners=False)[..., 4:164, 4:164]
+    expected = ((resized + 1) / 2 - 0.5) / 0.5
+    torch.testing.assert_close(fed("timm:test_resnet", "reference", x), expected, rtol=0, atol=1e-6)
     with pytest.warns(RandomWeightsWarning):
         clf = build_classifier("timm:test_resnet", num_classes=7)
+    assert clf.preprocessing == spec.preprocessing("reference") == spec.preprocessing("correct")
     assert clf(x).shape == (1, 7)
+
+
+def pil_and_tensor(shape, channels, seed):
+    """A random 8-bit image as a PIL image and as the purified-batch tensor in [-1, 1] it stands for."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (*shape, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    return image, torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+
+
+@pytest.mark.parametrize("model_name", ["test_efficientnet.r160_in1k", "test_resnet.r160_in1k"])  # bicubic, bilinear
+@pytest.mark.parametrize("shape, crop_mode", [((32, 32), "center"), ((40, 56), "center"), ((256, 256), "center"),
+                                              ((300, 200), "center"), ((32, 32), "squash")])
+def test_timm_preprocessing_matches_create_transform(model_name, shape, crop_mode):
+    """What the classifier is fed equals timm.data.create_transform(**resolve_model_data_config(model)) applied to
+    the same image as a PIL image: Pillow resizes in two 8-bit passes (each rounded and clipped), we in float
+    (clipped per pass), so each pixel may differ by one 8-bit level plus float error: tolerance 1.1 / 255 in [0, 1]
+    units. Without the crop, the per-pass clip or with another interpolation the difference is many levels."""
+    import timm
+    from timm.data import create_transform, resolve_model_data_config
+
+    model = timm.create_model(model_name, pretrained=False, num_classes=3)
+    config = {**resolve_model_data_config(model), "crop_mode": crop_mode}
+    image, x = pil_and_tensor(shape, 3, seed=sum(shape))
+    expected = create_transform(**config)(image)
+    seen = ClassifierInput(timm_preprocessing(config))(x)[0]
+    std = torch.tensor(config["std"]).view(3, 1, 1)
+    levels = (seen - expected).abs() * std * 255  # back to 8-bit levels of [0, 1]
+    assert seen.shape == expected.shape == (3, 160, 160)
+    assert levels.max() <= 1.1, levels.max()
+    assert (levels > 0.5).float().mean() < 0.3  # most pixels are Pillow's to the level
+
+
+def test_center_crop_and_shorter_side_follow_torchvision():
+    """Offsets, padding (black) and the shorter-side rule of torchvision's CenterCrop and Resize(int), on x01."""
+    import torchvision.transforms.functional as TF
+
+    x = rand_images((1, 3, 7, 12))
+    for size in ((4, 5), (7, 12), (9, 15), (3, 14)):
+        ours = (center_crop(x, size) + 1) / 2
+        torch.testing.assert_close(ours, TF.center_crop((x + 1) / 2, list(size)), rtol=0, atol=0)
+    for height, width in ((7, 12), (12, 7), (10, 10)):
+        image = torch.zeros(1, height, width)
+        assert shorter_side_size(height, width, 9) == tuple(TF.resize(image, 9, antialias=True).shape[-2:])
+    with pytest.raises(ClassifierError, match="crop mode 'border'"):
+        resize_and_crop(x, 4, 0.9, "border")
+
+
+def test_timm_kwargs_reach_the_model_and_its_data_config():
+    """kwargs go to timm.create_model; in_chans=1 takes the average of the config's mean and std."""
+    with pytest.warns(RandomWeightsWarning):
+        clf = build_classifier("timm:test_efficientnet.r160_in1k", num_classes=10, in_chans=1)
+    assert clf.model.conv_stem.in_channels == 1
+    norm = clf.preprocessing.normalization
+    assert norm.mean == pytest.approx((sum((0.485, 0.456, 0.406)) / 3,)) and len(norm.std) == 1
+    assert clf(rand_images((2, 1, 8, 8))).shape == (2, 10)
+    with pytest.raises(ClassifierError, match=r"timm:test_resnet\(num_classes=None, no_such_option=1\) failed"):
+        build_classifier("timm:test_resnet", no_such_option=1)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -322,7 +395,7 @@ def test_missing_checkpoint_names_path(tmp_path):
     path = tmp_path / "nope" / "wide-resnet-28x10.t7"
     with pytest.raises(CheckpointError, match="not found.*wide-resnet-28x10.t7"):
         build_classifier("wrn-28-10", checkpoint=path, depth=10, widen_factor=1)
-    with pytest.raises(CheckpointError, match="no model.safetensors"):
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file.*model.safetensors"):
         load_checkpoint_file(tmp_path)
 
 

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from densepure.cli.main import main
-from densepure.models.plugins import PluginError, import_object
+from densepure.models.plugins import PluginError, import_object, registered
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -45,9 +45,9 @@ class TinyEps(nn.Module):
 class TinyClassifier(nn.Module):
     """A 2-layer classifier of purified images in [-1, 1]."""
 
-    def __init__(self, channels, num_classes):
+    def __init__(self, channels, num_classes, width=8):
         super().__init__()
-        self.conv, self.head = nn.Conv2d(channels, 8, 3, padding=1), nn.Linear(8, num_classes)
+        self.conv, self.head = nn.Conv2d(channels, width, 3, padding=1), nn.Linear(width, num_classes)
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
@@ -65,10 +65,25 @@ def classifier_gray(num_classes):
     return TinyClassifier(1, num_classes)
 
 
-def classifier_rgb_seeded(num_classes):
+def classifier_rgb_seeded(num_classes, width=8):
     """Builds its own weights (no file)."""
     torch.manual_seed(1)
-    return TinyClassifier(3, num_classes)
+    return TinyClassifier(3, num_classes, width)
+
+
+class Constant(nn.Module):
+    """Always says class ``label``, whatever the image."""
+
+    def __init__(self, num_classes, label):
+        super().__init__()
+        self.register_buffer("logits", 10.0 * nn.functional.one_hot(torch.tensor(label), num_classes).float())
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1)
+
+
+def constant(num_classes, label=0):
+    return Constant(num_classes, label)
 
 
 class Squares:
@@ -217,11 +232,24 @@ def test_an_importable_dataset_loader(tmp_path, plugins):
 
 
 def test_an_unimportable_target_is_one_line(plugins):
-    for spec, message in (("nosuchmodule:f", "cannot import nosuchmodule"), ("tinyplug:nothing", "no attribute"),
-                          ("tinyplug:Squares.num_classes", "not callable"), ("no colon", "expected an importable")):
-        with pytest.raises(PluginError, match=message):
+    """pkgutil.resolve_name finds the object; each way it can fail is one line naming the reference."""
+    (plugins / "broken.py").write_text("import nosuchdependency\n")
+    (plugins / "raising.py").write_text("raise RuntimeError('no GPU here')\n")
+    for spec, message in (
+            ("nosuchmodule:f", "'nosuchmodule:f': cannot import nosuchmodule \\(no module named 'nosuchmodule'\\)"),
+            ("tinyplug.sub:f", "cannot import tinyplug.sub"),
+            ("broken:f", "'broken:f': cannot import broken \\(ModuleNotFoundError: No module named 'nosuchdependency'"),
+            ("raising:f", "'raising:f': cannot import raising \\(RuntimeError: no GPU here\\)"),
+            ("tinyplug:nothing", "'tinyplug:nothing': tinyplug has no attribute 'nothing'"),
+            ("tinyplug:Squares.nothing", "tinyplug has no attribute 'Squares.nothing'"),
+            ("tinyplug:Squares.num_classes", "not callable"),
+            ("tinyplug.squares", "expected an importable 'package.module:function'"),  # a name, never imported
+            ("no colon", "expected an importable")):
+        with pytest.raises(PluginError, match=message) as info:
             import_object(spec, "classifier")
+        assert "\n" not in str(info.value)
     assert import_object("tinyplug:squares", "dataset loader")(None).num_classes == 2
+    assert import_object("tinyplug:Squares.__len__", "x") is sys.modules["tinyplug"].Squares.__len__
 
 
 def test_certify_names_a_broken_plugin(plugins, tmp_path, capsys):
@@ -240,6 +268,12 @@ def test_certify_names_a_broken_plugin(plugins, tmp_path, capsys):
     (lambda c: c["datasets"]["digits"].update(loader="image_folder"), "datasets.digits.root"),
     (lambda c: c["diffusion_models"]["tiny-eps"].pop("schedule"), "diffusion_models.tiny-eps: `model`"),
     (lambda c: c["classifiers"]["tiny-cnn"].pop("model"), "classifiers.tiny-cnn: needs `file`"),
+    (lambda c: c["classifiers"]["tiny-cnn"].update(kwargs={1: 2}), "classifiers.tiny-cnn.kwargs: a mapping with string"),
+    (lambda c: c["classifiers"]["tiny-cnn"].update(kwargs={"at": {1, 2}}), "classifiers.tiny-cnn.kwargs: values must"),
+    (lambda c: c["classifiers"].update({"digits-cnn": {"train": {}, "kwargs": {"width": 2}}}),
+     "classifiers.digits-cnn.kwargs: keyword arguments are for your own"),
+    (lambda c: c["datasets"]["digits"].update(kwargs={"split": "test"}), "datasets.digits.kwargs: keyword arguments"),
+    (lambda c: c["diffusion_models"]["tiny-eps"].update(kwargs=[1]), "diffusion_models.tiny-eps.kwargs"),
 ])
 def test_config_cross_checks(change, message):
     config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
@@ -268,3 +302,126 @@ def test_estimate_asks_for_the_rate_of_your_own_network(tmp_path):
     _, total = est.estimate(config, rates)
     draws = 2 * (N0 + N)  # two images
     assert total.unet_calls == draws * (1 + (B - 1) * K) and total.classifier_calls == draws * K
+
+
+# --- names installed packages register (entry points) -------------------------------------------------------------
+
+PYPROJECT = '''
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "densepure-tinypkg"
+version = "0.1"
+
+[tool.setuptools]
+py-modules = ["tinypkg"]
+
+[project.entry-points."densepure.classifiers"]
+always = "tinypkg:constant"
+wrn-28-10 = "tinypkg:classifier_rgb_seeded"
+
+[project.entry-points."densepure.diffusion_models"]
+tiny-eps = "tinypkg:eps_rgb"
+
+[project.entry-points."densepure.datasets"]
+tinysquares = "tinypkg:squares"
+'''
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """A throwaway package registering a classifier (and, to be refused, the built-in name wrn-28-10), a diffusion
+    network and a dataset, installed offline into a folder of its own (on PYTHONPATH for the commands)."""
+    root = tmp_path_factory.mktemp("tinypkg")
+    (root / "src").mkdir()
+    (root / "src/pyproject.toml").write_text(PYPROJECT)
+    (root / "src/tinypkg.py").write_text(PLUGIN_MODULE)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(root / "site"), str(root / "src")], check=True, timeout=300)
+    return root / "site"
+
+
+def densepure(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([str(BIN / "densepure"), *args], cwd=cwd, env=env, timeout=600, capture_output=True,
+                          text=True)
+
+
+def test_certify_with_the_names_a_package_registers(site, tmp_path):
+    """`densepure certify` names the package's dataset, diffusion network and classifier like built-in ones; the
+    classifier's kwargs reach its function (label=1: every image is called 1) and are part of the setting."""
+    args = ["certify", "--dataset", "tinysquares", "--ids", "0,1", "--diffusion", "tiny-eps", "--diffusion-schedule",
+            "linear:1000", "--classifier", "always", "--classifier-kwargs", '{"label": 1}', "--sigma", "0.5",
+            "--b", "2", "--K", "2", "--N0", "4", "--N", "8", "--alpha", "0.1", "--device", "cpu", "--votes-dir", "votes",
+            "--out", "out.tsv", "--quiet"]
+    result = densepure(site, tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("\t") for line in (tmp_path / "out.tsv").read_text().splitlines()[1:]]
+    assert [row[1:3] for row in rows] == [["0", "1"], ["1", "1"]]  # labels 0, 1; predicted 1 both (8 of 8 votes)
+    setting = json.loads((tmp_path / "votes/setting.json").read_text())
+    assert (setting["dataset"], setting["diffusion"], setting["classifier"]) == ("tinysquares", "tiny-eps", "always")
+    assert setting["extra"] == {"classifier_kwargs": {"label": 1}, "diffusion_schedule": "linear:1000",
+                                "num_classes": 2}
+    other = [{'{"label": 1}': '{"label": 0}'}.get(arg, arg) for arg in args]
+    refused = densepure(site, tmp_path, *other)  # other kwargs, other votes: the store refuses them
+    assert refused.returncode != 0 and "classifier_kwargs" in refused.stderr, refused.stderr[-3000:]
+
+
+def test_a_registered_builtin_name_is_refused(site, tmp_path):
+    result = densepure(site, tmp_path, "certify", "--dataset", "cifar10", "--data-root", ".", "--ids", "0",
+                       "--diffusion", "improved-cifar10", "--classifier", "wrn-28-10", "--sigma", "0.5",
+                       "--votes-dir", "v", "--out", "o.tsv")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "densepure: error: classifier 'wrn-28-10' is built in, and an installed package registers it too "
+        "(tinypkg:classifier_rgb_seeded, entry-point group densepure.classifiers); rename that entry point"]
+
+
+def test_registered_names_are_found_in_the_library(site, monkeypatch):
+    from densepure.models.classifiers import ClassifierError, get_classifier_spec, list_classifiers
+    from densepure.models.datasets import load_dataset
+
+    assert "always" not in registered("classifier")
+    monkeypatch.syspath_prepend(str(site))
+    sys.modules.pop("tinypkg", None)
+    assert registered("classifier") == {"always": "tinypkg:constant", "wrn-28-10": "tinypkg:classifier_rgb_seeded"}
+    assert registered("dataset") == {"tinysquares": "tinypkg:squares"}
+    assert get_classifier_spec("always").plugin and "always" in list_classifiers()
+    assert load_dataset("tinysquares").num_classes == 2
+    with pytest.raises(ClassifierError, match="'wrn-28-10' is built in"):
+        get_classifier_spec("wrn-28-10")
+
+
+@pytest.mark.slow
+def test_registered_names_in_a_workflow_config(tmp_path, site):
+    """The package's dataset and classifier by their names as the config's keys, its diffusion network as `model`;
+    the classifier's kwargs travel to the job and into its setting."""
+    work = workflow(tmp_path / "wf")
+    config = config_for("registered", "tinysquares", {}, {"arch": "plugin", "model": "tiny-eps",
+                                                         "schedule": {"kind": "linear", "T": 1000}},
+                        "always", {"kwargs": {"label": 1}})
+    setting, rows = certify_through_the_workflow(work, site, config)
+    assert setting["extra"] == {"classifier_kwargs": {"label": 1}, "diffusion_schedule": "linear:1000",
+                                "num_classes": 2}
+    assert setting["checkpoints"] == {"diffusion": None, "classifier": None}
+    # both select class 1: image 1 is certified as 1, image 0 (label 0) is skipped as hopeless (no predict)
+    assert [r.split("\t")[1:3] for r in rows] == [["0", ""], ["1", "1"]]
+
+
+@pytest.mark.slow
+def test_timm_classifier_with_kwargs_on_the_digits(tmp_path, plugins):
+    """`kwargs: {in_chans: 1}` builds a one-channel timm model for the grey digits; its weights file fits it."""
+    import timm
+
+    work = workflow(tmp_path / "wf")
+    save_state(work / "checkpoints/effnet1.pt", timm.create_model("test_efficientnet.r160_in1k", num_classes=10,
+                                                                  in_chans=1))
+    config = config_for("timm-kwargs", "digits", {}, {"arch": "plugin", "model": "tinyplug:eps_gray",
+                                                     "schedule": {"kind": "linear", "T": 1000}},
+                        "effnet1", {"model": "timm:test_efficientnet.r160_in1k", "kwargs": {"in_chans": 1},
+                                    "file": "effnet1.pt"})
+    setting, _ = certify_through_the_workflow(work, plugins, config)
+    assert setting["extra"] == {"classifier_model": "timm:test_efficientnet.r160_in1k",
+                                "classifier_kwargs": {"in_chans": 1}, "diffusion_schedule": "linear:1000"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import string
 import sys
@@ -18,6 +19,8 @@ from densepure.cli.args import (
     positive_float,
     positive_int,
 )
+
+logger = logging.getLogger(__name__)
 
 EPILOG_CERTIFY = """\
 examples:
@@ -47,13 +50,29 @@ time. --method onestep and carlini give one vote per draw in one step: they are 
 """
 
 
+def json_kwargs(text: str) -> dict:
+    """A ``--*-kwargs`` value: a JSON object, e.g. ``'{"in_chans": 1}'``."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"in_chans\": 1}}', got {text!r}")
+    return value
+
+
 def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to certify")
     g.add_argument("--dataset", required=True,
                    help="cifar10, imagenet or digits (embedded); with --dataset-loader, any name for your own data")
     g.add_argument("--dataset-loader", metavar="LOADER",
                    help="your own data: image_folder (class folders under --data-root) or an importable "
-                        "module:function(root) returning (image in [0,1], label) pairs")
+                        "module:function(root) returning (image in [0,1], label) pairs, or a name an installed "
+                        "package registers (densepure.datasets)")
+    g.add_argument("--dataset-kwargs", type=json_kwargs, metavar="JSON",
+                   help="keyword arguments of your own loader, a JSON object")
     g.add_argument("--data-root", help="dataset folder (CIFAR-10: contains cifar-10-batches-py/; ImageNet: val/ "
                    "in class folders); not needed for digits")
     g.add_argument("--ids", required=True, help="test-set image ids: start:stop:step, 0,20,40 or @file")
@@ -64,6 +83,8 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
                         "eps-predicting network as an importable module:function (with --diffusion-schedule)")
     g.add_argument("--diffusion-ckpt", type=Path,
                    help="diffusion checkpoint file (for a module:function: an optional state dict to load)")
+    g.add_argument("--diffusion-kwargs", type=json_kwargs, metavar="JSON",
+                   help="keyword arguments of your own diffusion network's function, a JSON object")
     g.add_argument("--diffusion-schedule", metavar="KIND:T",
                    help="noise schedule of a module:function diffusion model, e.g. linear:1000 or cosine:4000")
     g.add_argument("--classifier", required=True,
@@ -72,6 +93,8 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier-model", metavar="MODEL",
                    help="what builds the classifier (timm:<model name> or module:function) when --classifier is "
                         "only the name the results carry")
+    g.add_argument("--classifier-kwargs", type=json_kwargs, metavar="JSON",
+                   help="keyword arguments of a timm: or your own classifier, a JSON object, e.g. '{\"in_chans\": 1}'")
     g.add_argument("--classifier-ckpt", type=Path,
                    help="classifier weights file (never downloaded at run time; optional for a module:function)")
     g.add_argument("--preprocessing", choices=["reference", "correct"], default="reference",
@@ -120,8 +143,8 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder where torch.compile keeps its kernels for later runs [torch's default]")
     g.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch [PyTorch's default]")
     g = p.add_argument_group("progress", "on a terminal a progress bar; in a log file (stderr not a terminal) one line "
-                             "per finished image, at most one per --log-interval, and a summary at the end")
-    g.add_argument("--quiet", action="store_true", help="no progress bar, lines or summary")
+                             "per finished image, at most one per --log-interval, and a summary at the end "
+                             "(-q/--quiet: none of them)")
     g.add_argument("--log-interval", type=non_negative_float, default=60.0, metavar="SECONDS",
                    help="in a log file, at most one progress line per SECONDS (0: every image and batch) [60]")
     g = p.add_argument_group("exact savings", "each computes less without changing any certified output at the "
@@ -168,7 +191,8 @@ def register(sub) -> None:
                    help="votes stores written by `densepure certify` (same setting but K)")
     p.add_argument("--K", type=positive_int, nargs="+", required=True, help="vote counts K' to certify with")
     p.add_argument("--alpha", type=alpha, default=0.001, help="failure probability [0.001]")
-    p.add_argument("--ids", help="restrict to these ids (default: all stored)")
+    p.add_argument("--ids", help="restrict to these ids: start:stop:step, 0,20,40 or @file, every one of them stored "
+                                 "(default: all stored)")
     p.add_argument("--out", required=True, help="output TSV path pattern containing {K}, e.g. out/K{K}.tsv")
     p.set_defaults(handler=run_aggregate)
 
@@ -188,9 +212,10 @@ def execution_from_args(args: argparse.Namespace, device=None):
 
 def plugin_extra(args: argparse.Namespace) -> dict:
     """What else defines the votes when a certify command line names your own models or data (empty otherwise):
-    the classifier that builds ``--classifier``, the dataset loader, a diffusion schedule. (A loaded dataset adds
-    its number of classes, which aggregation needs.)"""
-    options = ("classifier_model", "dataset_loader", "diffusion_schedule")
+    the classifier that builds ``--classifier``, the dataset loader, a diffusion schedule, the kwargs of each. (Data
+    of your own adds its number of classes, which aggregation needs.)"""
+    options = ("classifier_model", "dataset_loader", "diffusion_schedule", "classifier_kwargs", "dataset_kwargs",
+               "diffusion_kwargs")
     return {option: getattr(args, option) for option in options if getattr(args, option, None)}
 
 
@@ -259,7 +284,7 @@ def unique_ids(ids: list[int], what: str = "image ids") -> list[int]:
     """The ids in order, each once (a list like ``0:100,50`` names 50 twice: it is certified once)."""
     seen = list(dict.fromkeys(ids))
     if len(seen) < len(ids):
-        print(f"densepure: note: {len(ids) - len(seen)} repeated {what} are certified once", file=sys.stderr)
+        logger.warning(f"{len(ids) - len(seen)} repeated {what} are certified once")
     return seen
 
 
@@ -287,7 +312,7 @@ def run_certify(args: argparse.Namespace) -> int:
     from densepure.job.progress import JobProgress
     from densepure.models.checkpoints import checkpoint_digests
     from densepure.models.classifiers import build_classifier, check_classifier_dataset
-    from densepure.models.datasets import DataError, check_dataset, load_dataset, parse_ids
+    from densepure.models.datasets import NUM_CLASSES, DataError, check_dataset, load_dataset, parse_ids
     from densepure.models.diffusion import load_diffusion
 
     replaced = one_shot_options(args)  # the note comes with the job's end: an error stays the one line it prints
@@ -311,8 +336,8 @@ def run_certify(args: argparse.Namespace) -> int:
     if Ks[-1] > args.K:
         raise ValueError(f"--Ks {Ks[-1]} exceeds --K {args.K} (the votes computed per draw)")
     savings = Savings(lazy_votes=args.lazy_votes, skip_hopeless=args.skip_hopeless, stop_abstain=args.stop_abstain)
-    dataset = load_dataset(args.dataset, args.data_root, loader=args.dataset_loader)
-    if args.dataset_loader:
+    dataset = load_dataset(args.dataset, args.data_root, loader=args.dataset_loader, kwargs=args.dataset_kwargs)
+    if args.dataset_loader or args.dataset not in NUM_CLASSES:
         setting = replace(setting, extra={**setting.extra, "num_classes": dataset.num_classes})
     ids = unique_ids(parse_ids(args.ids, limit=len(dataset)))
     check_ids(ids, len(dataset), args.dataset)
@@ -328,9 +353,11 @@ def run_certify(args: argparse.Namespace) -> int:
         if directory is not None:
             writable_directory(directory)
     net, schedule = load_diffusion(args.diffusion, args.diffusion_ckpt, device=device, precision=execution.precision,
-                                   attention=execution.attention, schedule_spec=args.diffusion_schedule)
+                                   attention=execution.attention, schedule_spec=args.diffusion_schedule,
+                                   kwargs=args.diffusion_kwargs)
     classifier = build_classifier(args.classifier_model or args.classifier, checkpoint=args.classifier_ckpt,
-                                  preprocessing=args.preprocessing, num_classes=dataset.num_classes, device=device)
+                                  preprocessing=args.preprocessing, num_classes=dataset.num_classes, device=device,
+                                  **(args.classifier_kwargs or {}))
     setting = replace(setting, checkpoints=checkpoint_digests(args.diffusion_ckpt, args.classifier_ckpt))
     with JobProgress(len(ids), args.N0 + args.N, stream=None if args.quiet else sys.stderr,
                      interval=args.log_interval) as progress:
@@ -339,8 +366,8 @@ def run_certify(args: argparse.Namespace) -> int:
                        one_shot_votes_dir=args.one_shot_votes_dir, one_shot_ids=os_ids,
                        one_shot_out=args.one_shot_out, checkpoint_seconds=args.checkpoint_seconds, progress=progress)
     if replaced:
-        print(f"densepure: note: a one-shot job (--method {args.method}) purifies each draw in one step and gives it "
-              f"one vote: recorded as --b 1 --K 1, not {' '.join(replaced)}", file=sys.stderr)
+        logger.warning(f"a one-shot job (--method {args.method}) purifies each draw in one step and gives it "
+                       f"one vote: recorded as --b 1 --K 1, not {' '.join(replaced)}")
     return 0
 
 

@@ -47,6 +47,7 @@ from densepure.models.preprocessing import (
     Normalization,
     Preprocessing,
     PreprocessingMode,
+    timm_preprocessing,
 )
 from densepure.models.wideresnet import WideResNet
 
@@ -83,7 +84,10 @@ class ClassifierSpec:
     resize. ``reference_norm`` / ``correct_norm``: ``None`` = feed [-1, 1] as is. ``correct_interpolation`` /
     ``correct_antialias`` override the resize for the ``"correct"`` mode (default: same as reference).
     ``checkpoint_format``: a key of :data:`CHECKPOINT_FORMATS`. ``plugin``: built by a user's ``module:function``,
-    which may load its own weights (no warning without a checkpoint).
+    which may load its own weights (no warning without a checkpoint). ``crop_pct`` / ``crop_mode``: resize to
+    ``input_size / crop_pct`` and center crop (timm's evaluation transform); ``None`` resizes the whole image.
+    ``timm_data_config``: the built model's preprocessing is ``timm.data.resolve_model_data_config(model)``
+    (:func:`densepure.models.preprocessing.timm_preprocessing`), in both modes, rather than the fields above.
     """
 
     name: str
@@ -101,6 +105,9 @@ class ClassifierSpec:
     correct_antialias: bool | None = None
     description: str = ""
     plugin: bool = False
+    crop_pct: float | None = None
+    crop_mode: str = "center"
+    timm_data_config: bool = False
 
     def __post_init__(self):
         if self.checkpoint_format not in CHECKPOINT_FORMATS:
@@ -111,11 +118,13 @@ class ClassifierSpec:
 
     def preprocessing(self, mode: PreprocessingMode = "reference") -> Preprocessing:
         if mode == "reference":
-            return Preprocessing(self.input_size, self.interpolation, self.antialias, self.reference_norm)
+            return Preprocessing(self.input_size, self.interpolation, self.antialias, self.reference_norm,
+                                 self.crop_pct, self.crop_mode)
         if mode == "correct":
             interpolation = self.correct_interpolation or self.interpolation
             antialias = self.antialias if self.correct_antialias is None else self.correct_antialias
-            return Preprocessing(self.input_size, interpolation, antialias, self.correct_norm)
+            return Preprocessing(self.input_size, interpolation, antialias, self.correct_norm, self.crop_pct,
+                                 self.crop_mode)
         raise ClassifierError(f"preprocessing must be 'reference' or 'correct', got {mode!r}")
 
     def build_model(self, num_classes: int | None = None, **kwargs) -> nn.Module:
@@ -149,13 +158,20 @@ def register_classifier(spec_or_factory, *, overwrite: bool = False):
 
 
 def list_classifiers() -> list[str]:
-    """Registered names (sorted). Any timm model is also available as ``timm:<model_name>``, and any network of
-    yours as ``module:function`` (see :func:`get_classifier_spec`)."""
-    return sorted(CLASSIFIERS)
+    """Registered names and those installed packages register (entry-point group ``densepure.classifiers``),
+    sorted. Any timm model is also available as ``timm:<model_name>``, and any network of yours as
+    ``module:function`` (see :func:`get_classifier_spec`)."""
+    from densepure.models.plugins import registered
+
+    return sorted(set(CLASSIFIERS) | set(registered("classifier")))
 
 
 def _timm_spec(model_name: str) -> ClassifierSpec:
+    """A timm model with timm's data config (``resolve_data_config`` of its pretrained config here; of the built
+    model, with its keyword arguments, in :func:`build_classifier`): input size, interpolation, mean/std and
+    crop_pct, in both modes."""
     import timm
+    from timm.data import resolve_data_config
     from timm.models import get_pretrained_cfg
 
     if not model_name or not timm.is_model(model_name):
@@ -166,57 +182,81 @@ def _timm_spec(model_name: str) -> ClassifierSpec:
         raise ClassifierError(f"timm:{model_name}: {exc}") from exc
     if cfg is None:
         raise ClassifierError(f"timm:{model_name}: timm has no pretrained config for it")
-    norm = Normalization(tuple(cfg.mean), tuple(cfg.std))
-    interpolation = cfg.interpolation if cfg.interpolation in ("bicubic", "bilinear", "nearest") else "bicubic"
+    prep = timm_preprocessing(resolve_data_config(pretrained_cfg=cfg.to_dict()))
     return ClassifierSpec(
         name=f"timm:{model_name}",
         dataset="imagenet" if cfg.num_classes == 1000 else "",
         architecture=model_name,
         num_classes=cfg.num_classes or 1000,
-        input_size=tuple(cfg.input_size[-2:]),
-        interpolation=interpolation,
-        antialias=True,
-        reference_norm=norm,
-        correct_norm=norm,
+        input_size=prep.size,
+        interpolation=prep.interpolation,
+        antialias=prep.antialias,
+        reference_norm=prep.normalization,
+        correct_norm=prep.normalization,
         checkpoint_format="timm",
-        description="timm model with its own pretrained config (no reference: both modes use the config)",
+        crop_pct=prep.crop_pct,
+        crop_mode=prep.crop_mode,
+        timm_data_config=True,
+        description="timm model with timm's data config (no reference: both modes use it)",
     )
 
 
-def _plugin_spec(target: str) -> ClassifierSpec:
-    """A classifier built by an importable ``module:function``: ``function(num_classes=n)`` returns an
-    ``nn.Module`` mapping the purified batch (B x C x H x W in [-1, 1], the dataset's resolution) to logits; any
-    resizing or normalisation is its own."""
-    from densepure.models.plugins import import_object
-
-    return ClassifierSpec(name=target, dataset="", architecture=target, num_classes=0, input_size=None,
-                          factory=import_object(target, "classifier"), plugin=True,
-                          description="your network (module:function), fed the purified [-1,1] images")
+def _plugin_spec(name: str, factory: Callable[..., nn.Module]) -> ClassifierSpec:
+    """A classifier built by your ``factory`` (a ``module:function`` or an installed package's entry point):
+    ``factory(num_classes=n, **kwargs)`` returns an ``nn.Module`` mapping the purified batch (B x C x H x W in
+    [-1, 1], the dataset's resolution) to logits; any resizing or normalisation is its own."""
+    return ClassifierSpec(name=name, dataset="", architecture=name, num_classes=0, input_size=None, factory=factory,
+                          plugin=True, description="your network, fed the purified [-1,1] images")
 
 
-def _plugin_model(spec: ClassifierSpec, num_classes: int | None) -> nn.Module:
-    """The network of a plug-in spec, with the user's errors as one line."""
+def _built(spec: ClassifierSpec, num_classes: int | None, kwargs: dict) -> nn.Module:
+    """The network of ``spec`` built with ``kwargs``, the user's errors (a function of theirs, arguments the
+    factory does not take) as one line."""
     try:
-        model = spec.build_model(num_classes)
-    except Exception as err:  # whatever the user's function raises
-        raise ClassifierError(f"classifier {spec.name}(num_classes={num_classes}) failed: {type(err).__name__}: "
-                              f"{err}") from None
+        model = spec.build_model(num_classes, **kwargs)
+    except Exception as err:  # whatever the user's function (or a factory, given the user's kwargs) raises
+        arguments = ", ".join(f"{key}={value!r}" for key, value in {"num_classes": num_classes, **kwargs}.items())
+        raise ClassifierError(f"classifier {spec.name}({arguments}) failed: {type(err).__name__}: {err}") from None
     if not isinstance(model, nn.Module):
         raise ClassifierError(f"classifier {spec.name} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def get_classifier_spec(name: str) -> ClassifierSpec:
-    """The registered spec; for ``timm:<model_name>`` one made from timm's pretrained config; for
-    ``module:function`` your own network (:func:`_plugin_spec`)."""
-    from densepure.models.plugins import is_target
+def _registered_spec(name: str) -> ClassifierSpec | None:
+    """What an installed package registers under ``name``: a :class:`ClassifierSpec`, or a callable that returns
+    one when called without arguments, or else the network factory itself."""
+    from densepure.models.plugins import PluginError, load_registered
 
-    if name in CLASSIFIERS:
-        return CLASSIFIERS[name]
-    if isinstance(name, str) and name.startswith("timm:"):
-        return _timm_spec(name[len("timm:"):])
-    if isinstance(name, str) and is_target(name):
-        return _plugin_spec(name)
+    try:
+        obj = load_registered("classifier", name)
+    except PluginError as err:
+        raise ClassifierError(str(err)) from None
+    if obj is None or isinstance(obj, ClassifierSpec):
+        return obj
+    return _plugin_spec(name, obj)
+
+
+def get_classifier_spec(name: str) -> ClassifierSpec:
+    """The registered spec; a name an installed package registers (:func:`_registered_spec`; a built-in name
+    registered again is a ClassifierError); for ``timm:<model_name>`` one made from timm's data config; for
+    ``module:function`` your own network (:func:`_plugin_spec`)."""
+    from densepure.models.plugins import PluginError, import_object, is_target, refuse_builtin_name
+
+    if not isinstance(name, str):
+        raise ClassifierError(f"classifier name must be a string, got {name!r}")
+    try:
+        if name in CLASSIFIERS:
+            refuse_builtin_name("classifier", name)
+            return CLASSIFIERS[name]
+        if name.startswith("timm:"):
+            return _timm_spec(name[len("timm:"):])
+        if is_target(name):
+            return _plugin_spec(name, import_object(name, "classifier"))
+    except PluginError as err:
+        raise ClassifierError(str(err)) from None
+    spec = _registered_spec(name)
+    if spec is not None:
+        return spec
     raise ClassifierError(f"unknown classifier {name!r}; known: {', '.join(list_classifiers())}, timm:<model_name> "
                           "or an importable module:function")
 
@@ -234,12 +274,19 @@ def build_classifier(
     ``preprocessing="reference"`` reproduces DensePure's inputs (un-normalised [-1, 1] for the timm CNN/Mixer
     models, the reference CIFAR std for the WRN, the 2022 HF feature extractor for the ViT); ``"correct"`` feeds
     what the weights expect. ``num_classes`` overrides the spec's. ``model_kwargs`` go to the model factory /
-    ``timm.create_model`` (e.g. reduced ``depth`` for tests). Without ``checkpoint`` the weights are random and
-    a :class:`RandomWeightsWarning` is issued.
+    ``timm.create_model`` (e.g. reduced ``depth`` for tests, ``in_chans=1``; a config's ``kwargs``). A timm model
+    named ``timm:<model_name>`` is fed what ``timm.data.create_transform(**resolve_model_data_config(model))`` makes
+    of the images at evaluation (:func:`densepure.models.preprocessing.timm_preprocessing`). Without
+    ``checkpoint`` the weights are random and a :class:`RandomWeightsWarning` is issued (not for your own
+    networks, which may load their own).
     """
     spec = get_classifier_spec(name)
     prep = spec.preprocessing(preprocessing)
-    model = _plugin_model(spec, num_classes) if spec.plugin else spec.build_model(num_classes, **model_kwargs)
+    model = _built(spec, num_classes, model_kwargs)
+    if spec.timm_data_config:
+        from timm.data import resolve_model_data_config
+
+        prep = timm_preprocessing(resolve_model_data_config(model), model_kwargs.get("in_chans"))
     if checkpoint is None and not spec.plugin:
         warnings.warn(f"{spec.name}: no checkpoint given, the classifier has random weights",
                       RandomWeightsWarning, stacklevel=2)

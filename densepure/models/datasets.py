@@ -10,8 +10,12 @@ Every dataset yields ``(x, label)`` with ``x`` a float32 tensor C x H x W in [0,
 Your own data, under any name, by a *loader* (:func:`load_dataset`):
 * ``image_folder``: ``root/<class>/<image>`` (torchvision ``ImageFolder``: classes and images sorted, RGB,
   ``ToTensor``), all images of one size; id ``i`` is the ``i``-th image in that order.
-* ``module:function``: ``function(root)`` returns an indexable dataset, ``len()`` and ``[i] -> (image, label)``
-  with the image C x H x W in [0, 1], and its ``num_classes`` (or a ``classes`` list) as an attribute.
+* ``module:function``: ``function(root, **kwargs)`` returns an indexable dataset, ``len()`` and
+  ``[i] -> (image, label)`` with the image C x H x W in [0, 1], and its ``num_classes`` (or a ``classes`` list)
+  as an attribute; ``kwargs`` are a config's ``kwargs:``.
+* a name an installed package registers in the entry-point group ``densepure.datasets``: its
+  ``module:function``, used as above, either as the ``loader`` or as the dataset's own name without a loader (a
+  built-in name registered again is refused).
 """
 
 from __future__ import annotations
@@ -138,14 +142,26 @@ def _image_folder(name: str, root: Path | None) -> Dataset:
     return Dataset(name, len(data.classes), len(data), lambda i: data[i])
 
 
-def _loaded(name: str, loader: str, root: Path | None) -> Dataset:
+def _loader_factory(loader: str) -> Callable:
+    """The callable a ``module:function`` or a registered name (group ``densepure.datasets``) names."""
+    from densepure.models.plugins import PluginError, import_object, is_target, load_registered
+
+    try:
+        factory = import_object(loader, "dataset loader") if is_target(loader) else load_registered("dataset", loader)
+    except PluginError as err:
+        raise DataError(str(err)) from None
+    if factory is None:
+        raise DataError(f"dataset loader {loader!r}: expected {IMAGE_FOLDER}, an importable 'package.module:function' "
+                        "or a name an installed package registers (densepure.datasets)")
+    return factory
+
+
+def _loaded(name: str, loader: str, root: Path | None, kwargs: dict) -> Dataset:
     import torch
 
-    from densepure.models.plugins import import_object
-
-    factory = import_object(loader, "dataset loader")
+    factory = _loader_factory(loader)
     try:
-        data = factory(None if root is None else str(root))
+        data = factory(None if root is None else str(root), **kwargs)
         num_classes = getattr(data, "num_classes", None) or len(getattr(data, "classes", []))
         length = len(data)
     except Exception as err:  # whatever the user's loader raises
@@ -160,20 +176,42 @@ def _loaded(name: str, loader: str, root: Path | None) -> Dataset:
     return Dataset(name, int(num_classes), length, get)
 
 
+def is_registered(name: str) -> bool:
+    """Whether an installed package registers dataset ``name`` (entry-point group ``densepure.datasets``); a
+    built-in name registered again is a DataError."""
+    from densepure.models.plugins import PluginError, refuse_builtin_name, registered_target
+
+    try:
+        if name in DATASETS:
+            refuse_builtin_name("dataset", name)
+            return False
+        return registered_target("dataset", name) is not None
+    except PluginError as err:
+        raise DataError(str(err)) from None
+
+
 def check_dataset(name: str) -> None:
-    """DataError unless ``name`` is a built-in dataset (your own data needs a loader)."""
-    if name not in DATASETS:
+    """DataError unless ``name`` is a built-in dataset or one an installed package registers (your own data
+    otherwise needs a loader)."""
+    if not is_registered(name) and name not in DATASETS:
         raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)}; your own data needs a loader: "
                         f"{IMAGE_FOLDER} or module:function)")
 
 
-def load_dataset(name: str, root: str | Path | None = None, loader: str | None = None) -> Dataset:
+def load_dataset(name: str, root: str | Path | None = None, loader: str | None = None,
+                 kwargs: dict | None = None) -> Dataset:
     """The certification split of dataset ``name`` (``root`` is ignored for the embedded ``digits``); with a
-    ``loader`` (``image_folder`` or ``module:function``) your own data under that name."""
+    ``loader`` (``image_folder``, ``module:function`` or a registered name) your own data under that name, as
+    without one for a name an installed package registers. ``kwargs`` go to your loader."""
+    kwargs = dict(kwargs or {})
+    if loader is None and name not in DATASETS and is_registered(name):
+        loader = name
+    if kwargs and loader in (None, IMAGE_FOLDER):
+        raise DataError(f"dataset {name}: kwargs are for your own loader, not {loader or 'the built-in ' + name}")
     if loader == IMAGE_FOLDER:
         return _image_folder(name, None if root is None else Path(root))
     if loader is not None:
-        return _loaded(name, loader, None if root is None else Path(root))
+        return _loaded(name, loader, None if root is None else Path(root), kwargs)
     check_dataset(name)
     if name == "digits":
         return _digits()

@@ -8,7 +8,9 @@
   :class:`densepure.core.denoise.Denoiser` ``net(x, t) -> eps`` (or ``[eps, v]``) with ``x`` in [-1, 1] and
   ``t = 1000 i / T`` for timestep index ``i`` of its schedule (kind and T, given with it; improved-diffusion's
   ``rescale_timesteps``, so ``t = i`` when T = 1000). A checkpoint, when given, is a state dict loaded into it
-  strictly.
+  strictly. ``kwargs`` (a config's ``kwargs:``) are passed to ``function(**kwargs)``.
+* a name an installed package registers in the entry-point group ``densepure.diffusion_models``: its
+  ``module:function``, used as above (a built-in name registered again is refused).
 
 All return ``(net, schedule)`` where ``net(x, t)`` is a :class:`densepure.core.denoise.Denoiser`.
 """
@@ -69,20 +71,19 @@ def parse_schedule(text: str) -> Schedule:
     return make_schedule(kind, int(steps))
 
 
-def _load_plugin(target: str, checkpoint: Path | None, schedule_spec: str | None, precision: str,
-                 device: str | torch.device) -> tuple[torch.nn.Module, Schedule]:
+def _load_plugin(target: str, factory, checkpoint: Path | None, schedule_spec: str | None, precision: str,
+                 device: str | torch.device, kwargs: dict) -> tuple[torch.nn.Module, Schedule]:
     from densepure.models.checkpoints import load_checkpoint_file, load_state_dict_into
-    from densepure.models.plugins import import_object
 
     if schedule_spec is None:
         raise ValueError(f"diffusion model {target}: give its noise schedule (kind:T, e.g. linear:1000)")
     if precision != "fp32":
         raise ValueError(f"diffusion model {target}: your own networks run in fp32, not {precision}")
-    factory = import_object(target, "diffusion model")
     try:
-        net = factory()
+        net = factory(**kwargs)
     except Exception as err:  # whatever the user's function raises
-        raise ValueError(f"diffusion model {target}() failed: {type(err).__name__}: {err}") from None
+        arguments = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+        raise ValueError(f"diffusion model {target}({arguments}) failed: {type(err).__name__}: {err}") from None
     if checkpoint is not None:
         if not isinstance(net, torch.nn.Module):
             raise ValueError(f"diffusion model {target} is not a torch.nn.Module: it cannot load {checkpoint}")
@@ -100,19 +101,31 @@ def load_diffusion(
     precision: str = "fp32",
     attention: str = "sdpa",
     schedule_spec: str | None = None,
+    kwargs: Mapping | None = None,
 ) -> tuple[UNetModel, Schedule]:
     """Load diffusion model ``name`` from a local ``checkpoint`` file (nothing is downloaded). A ``module:function``
-    (your own network; the checkpoint is optional) needs its ``schedule_spec`` (``kind:T``)."""
-    from densepure.models.plugins import is_target
+    or a name an installed package registers (your own network; the checkpoint is optional) needs its
+    ``schedule_spec`` (``kind:T``) and is built by ``function(**kwargs)``."""
+    from densepure.models.plugins import import_object, is_target, load_registered, refuse_builtin_name
 
+    kwargs = dict(kwargs or {})
     path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.is_dir():
+        raise CheckpointMismatchError(f"diffusion checkpoint {path} is a directory, not a checkpoint file")
     if path is not None and not path.is_file():
         raise CheckpointMismatchError(f"diffusion checkpoint not found: {path}")
     if is_target(name):
-        return _load_plugin(name, path, schedule_spec, precision, device)
+        factory = import_object(name, "diffusion model")
+        return _load_plugin(name, factory, path, schedule_spec, precision, device, kwargs)
     if name not in NAMES:
-        raise ValueError(f"unknown diffusion model {name!r} (known: {', '.join(NAMES)}, or an importable "
-                         "module:function)")
+        factory = load_registered("diffusion model", name)
+        if factory is None:
+            raise ValueError(f"unknown diffusion model {name!r} (known: {', '.join(NAMES)}, an importable "
+                             "module:function or a name an installed package registers)")
+        return _load_plugin(name, factory, path, schedule_spec, precision, device, kwargs)
+    refuse_builtin_name("diffusion model", name)
+    if kwargs:
+        raise ValueError(f"diffusion model {name}: kwargs are for your own networks, not the built-in {name}")
     if path is None:
         raise CheckpointMismatchError(f"diffusion model {name} needs its checkpoint file")
     if name == "bundle":

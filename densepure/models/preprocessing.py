@@ -4,6 +4,7 @@ extractor's uint8 truncation and Pillow bilinear resize) and normalisation, as t
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,6 +67,75 @@ def resize(x: Tensor, size: int | tuple[int, int] | None, mode: str = "bicubic",
         raise ClassifierError(f"unknown resize mode {mode!r}; use one of {', '.join(_TORCH_MODES)}")
     align_corners = False if mode in ("bilinear", "bicubic") else None
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners, antialias=antialias)
+
+
+#: How :func:`resize_and_crop` fits an image into the crop (timm's ``crop_mode``).
+CROP_MODES = ("center", "squash")
+
+
+def shorter_side_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """``(H, W)`` with the shorter side ``short`` and the longer ``int(short * long / short_in)``: torchvision's
+    ``Resize(int)`` rule."""
+    if width <= height:
+        return int(short * height / width), short
+    return short, int(short * width / height)
+
+
+def keep_ratio_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
+    """timm's ``ResizeKeepRatio(target)`` (``longest=0``): scale by the smaller of the two ratios, rounded."""
+    ratio = min(height / target[0], width / target[1])
+    return round(height / ratio), round(width / ratio)
+
+
+def center_crop(x: Tensor, size: int | tuple[int, int], fill: float = -1.0) -> Tensor:
+    """torchvision's ``CenterCrop``: offsets ``int(round((H - h) / 2))``; a side shorter than the crop is padded
+    first (``fill``, -1 = black in [-1, 1]) as torchvision pads with 0 in [0, 1]."""
+    crop_h, crop_w = _pair(size)
+    height, width = x.shape[-2:]
+    if crop_h > height or crop_w > width:
+        pad_w, pad_h = max(crop_w - width, 0), max(crop_h - height, 0)
+        x = F.pad(x, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2), value=fill)
+        height, width = x.shape[-2:]
+    top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+    return x[..., top:top + crop_h, left:left + crop_w]
+
+
+def resize_like_pillow(x: Tensor, size: tuple[int, int], mode: str = "bicubic", antialias: bool = True) -> Tensor:
+    """Pillow's two-pass resize on floats in [-1, 1]: the width first, then the height, each pass clipped to
+    [-1, 1] as Pillow clips its 8-bit passes (a side that keeps its size is not resampled). Without the clip a
+    bicubic resize of a sharp edge overshoots where Pillow saturates."""
+    height, width = x.shape[-2:]
+    if width != size[1]:
+        x = resize(x, (height, size[1]), mode, antialias).clamp(-1.0, 1.0)
+    if height != size[0]:
+        x = resize(x, (size[0], size[1]), mode, antialias).clamp(-1.0, 1.0)
+    return x
+
+
+def resize_and_crop(x: Tensor, size: int | tuple[int, int], crop_pct: float, crop_mode: str = "center",
+                    mode: str = "bicubic", antialias: bool = True) -> Tensor:
+    """timm's evaluation transform (``transforms_imagenet_eval``) on a batch: scale ``floor(size / crop_pct)``,
+    then the center ``size`` crop.
+
+    ``crop_mode="center"``: the shorter side resized to the scale (torchvision ``Resize(int)``; ``ResizeKeepRatio``
+    when the scale is not square), aspect ratio kept. ``"squash"``: both sides resized to the scale. The resize is
+    :func:`resize_like_pillow` (``F.interpolate`` per side, with ``antialias=True`` Pillow's filters on floats);
+    on images in [-1, 1] it differs from timm's transform of the 8-bit image only by Pillow's rounding.
+    """
+    if crop_mode not in CROP_MODES:
+        raise ClassifierError(f"crop mode {crop_mode!r} is not supported; use one of {', '.join(CROP_MODES)}")
+    if not crop_pct > 0:
+        raise ClassifierError(f"crop_pct must be > 0, got {crop_pct}")
+    crop_h, crop_w = _pair(size)
+    scale = (math.floor(crop_h / crop_pct), math.floor(crop_w / crop_pct))
+    height, width = x.shape[-2:]
+    if crop_mode == "squash":
+        target = scale
+    elif scale[0] == scale[1]:
+        target = shorter_side_size(height, width, scale[0])
+    else:
+        target = keep_ratio_size(height, width, scale)
+    return center_crop(resize_like_pillow(x, target, mode, antialias), (crop_h, crop_w))
 
 
 _PIL_PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed-point precision for 8-bit images (libImaging/Resample.c)
@@ -143,17 +213,19 @@ def pil_bilinear_resize_levels(levels: Tensor, size: int | tuple[int, int]) -> T
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel ``(x01 - mean) / std`` applied to ``x01 = (x + 1) / 2``."""
+    """Per-channel ``(x01 - mean) / std`` applied to ``x01 = (x + 1) / 2`` (one value per channel)."""
 
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """What the classifier module does to the purified [-1, 1] batch before the network.
 
-    ``size``: target ``H`` (int) or ``(H, W)``; ``None`` keeps the input resolution. ``interpolation``: an
+    ``size``: target ``H`` (int) or ``(H, W)``; ``None`` keeps the input resolution. ``crop_pct``: ``None``
+    resizes the whole image to ``size``; otherwise timm's evaluation transform (:func:`resize_and_crop`: scale to
+    ``floor(size / crop_pct)``, center crop ``size``, as ``crop_mode`` says). ``interpolation``: an
     ``F.interpolate`` mode or ``"pil_bilinear_uint8"`` (the 2022 HF ViT feature extractor: ``floor(255 x01)`` as
     uint8, Pillow bilinear, ``* (1/255)``). ``normalization``: ``None`` feeds the resized [-1, 1] tensor as is;
     otherwise ``(x01 - mean) / std``.
@@ -163,10 +235,16 @@ class Preprocessing:
     interpolation: str = "bicubic"
     antialias: bool = False
     normalization: Normalization | None = None
+    crop_pct: float | None = None
+    crop_mode: str = "center"
 
     def __post_init__(self):
         if self.interpolation not in _TORCH_MODES + (PIL_BILINEAR_UINT8,):
             raise ClassifierError(f"unknown interpolation {self.interpolation!r}")
+        if self.crop_pct is not None and (self.size is None or self.interpolation == PIL_BILINEAR_UINT8):
+            raise ClassifierError("crop_pct needs a size and an F.interpolate mode")
+        if self.crop_mode not in CROP_MODES:
+            raise ClassifierError(f"crop mode {self.crop_mode!r} is not supported; use one of {', '.join(CROP_MODES)}")
 
     def describe(self) -> str:
         size = "input resolution" if self.size is None else "x".join(map(str, _pair(self.size)))
@@ -174,9 +252,33 @@ class Preprocessing:
             resize_text = f"uint8 floor(255*x01) + Pillow bilinear to {size}, /255"
         else:
             resize_text = f"{self.interpolation} to {size} (antialias={self.antialias})"
+        if self.crop_pct is not None:
+            resize_text = (f"{self.interpolation} ({self.crop_mode}, antialias={self.antialias}) to {size}/"
+                           f"{self.crop_pct:g}, center crop {size}")
         norm = self.normalization
         norm_text = "fed [-1,1] as is" if norm is None else f"(x01 - {norm.mean}) / {norm.std}"
         return f"{resize_text}; {norm_text}"
+
+
+#: timm's interpolation names -> the ``F.interpolate`` mode that matches Pillow's filter on floats.
+TIMM_INTERPOLATION = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest-exact"}
+
+
+def timm_preprocessing(data_config: dict, in_chans: int | None = None) -> Preprocessing:
+    """The :class:`Preprocessing` equal to ``timm.data.create_transform(**data_config)`` at evaluation on images in
+    [0, 1]: resize to ``floor(size / crop_pct)`` with the config's interpolation (antialiased, as Pillow does),
+    center crop ``input_size``, ``(x01 - mean) / std``. A network with ``in_chans`` other than the config's
+    channels gets the average of the config's mean and std on each channel."""
+    interpolation = data_config.get("interpolation", "bicubic")
+    if interpolation not in TIMM_INTERPOLATION:
+        raise ClassifierError(f"timm interpolation {interpolation!r} is not supported; use one of "
+                              f"{', '.join(TIMM_INTERPOLATION)}")
+    mode = TIMM_INTERPOLATION[interpolation]
+    mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
+    if in_chans is not None and in_chans != len(mean):
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    return Preprocessing(tuple(data_config["input_size"][-2:]), mode, mode in ("bilinear", "bicubic"),
+                         Normalization(mean, std), data_config.get("crop_pct"), data_config.get("crop_mode", "center"))
 
 
 class ClassifierInput(nn.Module):
@@ -186,8 +288,8 @@ class ClassifierInput(nn.Module):
         super().__init__()
         self.preprocessing = preprocessing
         norm = preprocessing.normalization
-        mean = torch.tensor(norm.mean if norm else (0.0, 0.0, 0.0), dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(norm.std if norm else (1.0, 1.0, 1.0), dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(norm.mean if norm else (0.0, 0.0, 0.0), dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(norm.std if norm else (1.0, 1.0, 1.0), dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
@@ -205,7 +307,10 @@ class ClassifierInput(nn.Module):
             if p.normalization is None:
                 return (x01 * 2 - 1).to(x.dtype)
             return ((x01 - self.mean.to(x01.dtype)) / self.std.to(x01.dtype)).to(x.dtype)
-        x = resize(x, p.size, p.interpolation, p.antialias)
+        if p.crop_pct is None:
+            x = resize(x, p.size, p.interpolation, p.antialias)
+        else:
+            x = resize_and_crop(x, p.size, p.crop_pct, p.crop_mode, p.interpolation, p.antialias)
         if p.normalization is None:
             return x
         x01 = (x + 1) / 2

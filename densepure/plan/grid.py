@@ -326,11 +326,13 @@ def train_options(config: dict, section: str, name: str) -> str:
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in options.items())
 
 
-def certify_arguments(config: dict, store: str, shard: int) -> str:
-    """The ``densepure certify`` options of one job (all but the checkpoint and output paths)."""
+def certify_arguments(config: dict, store: str, shard: int, ids: list[int] | None = None) -> str:
+    """The ``densepure certify`` options of one job (all but the checkpoint and output paths): of shard ``shard``
+    of the store, or of the explicit ``ids`` (a wave of sequential claims, :mod:`densepure.plan.claims`). A
+    DensePure job also writes the one-shot votes it provides among its ids, as the full grid's jobs do."""
     setting = setting_by_name(config, store)
     key, data = setting.key, config["datasets"][setting.key.dataset]
-    ids = job_shards(config, setting)[shard]
+    ids = job_shards(config, setting)[shard] if ids is None else list(ids)
     diffusion = config["diffusion_models"][data["diffusion"]]
     classifier = config["classifiers"][key.classifier]
     options = {
@@ -371,7 +373,8 @@ def certify_arguments(config: dict, store: str, shard: int) -> str:
 
 
 def _plugin_options(data: dict, diffusion: dict, classifier: dict) -> dict:
-    """The certify options of your own data loader, diffusion schedule and classifier model (none if unused)."""
+    """The certify options of your own data loader, diffusion schedule and classifier model, and their kwargs (as
+    JSON); none if unused."""
     options = {}
     if data.get("loader"):
         options["--dataset-loader"] = data["loader"]
@@ -379,6 +382,10 @@ def _plugin_options(data: dict, diffusion: dict, classifier: dict) -> dict:
         options["--diffusion-schedule"] = f"{diffusion['schedule']['kind']}:{diffusion['schedule']['T']}"
     if classifier.get("model"):
         options["--classifier-model"] = shlex.quote(classifier["model"])
+    for flag, entry in (("--dataset-kwargs", data), ("--diffusion-kwargs", diffusion),
+                        ("--classifier-kwargs", classifier)):
+        if entry.get("kwargs"):
+            options[flag] = shlex.quote(json.dumps(entry["kwargs"], sort_keys=True))
     return options
 
 
