@@ -3,6 +3,7 @@
 Every expected number below is computed by hand from the rows written in the test."""
 
 import argparse
+import re
 from pathlib import Path
 
 import matplotlib
@@ -374,6 +375,74 @@ def test_write_table1_groups_columns_by_dataset(results, tmp_path):
     assert "Quoted from the paper: RS (Cohen et al., 2019)." in paths[1].read_text()
 
 
+def test_compact_cells_show_the_difference_only_where_its_interval_excludes_zero(tmp_path):
+    # 20 images: Ours certifies each at 0.5, the baseline each at 0.3 (and one image less at r = 0)
+    ours = write_tsv(tmp_path / "dp.tsv", [ok(i, "0.5") for i in range(20)], sigma=0.25)
+    base = write_tsv(tmp_path / "os.tsv", [ok(i, "0.3") for i in range(19)] + [wrong(19, "0.3")], method="onestep",
+                     b=1, K=1)
+    spec = {"panels": [panel(sigmas=[0.25], images={"start": 0, "stop": 20, "step": 1, "n": 20},
+                             radii=[0.0, 0.4])]}
+    table = report.table_artifact(report.load_results([ours, base]), spec, "tableA")
+    full, compact = report.table_layout(table.cells)[2], report.table_layout(table.cells, "compact")[2]
+    cells = table.cells[table.cells["method_key"] == "densepure"].set_index("radius")
+    assert cells.loc[0.0, "diff_low"] < 0 < cells.loc[0.0, "diff_high"]  # +5 points: interval includes 0
+    assert cells.loc[0.4, "diff_low"] > 0  # +100 points: interval excludes 0
+    assert compact.iloc[1, 1:].tolist() == ["100.0", "100.0 (+100.0)"]
+    assert full.iloc[1, 1].startswith("100.0 (+5.0 [") and full.iloc[1, 2].startswith("100.0 (+100.0 [")
+
+
+def test_tables_default_to_compact_text_and_keep_the_csv_full(results, tmp_path):
+    table = report.table_artifact(results, {"panels": [panel(sigmas=[0.25])]}, "tableA")
+    compact = report.write_table(table, "tableA", tmp_path / "c")
+    full = report.write_table(table, "tableA", tmp_path / "f", style="full")
+    assert compact[0].read_text() == full[0].read_text()  # the CSV holds every difference with its interval
+    assert "[" in full[1].read_text().split("| Ours")[1] and "[" not in compact[1].read_text().split("| Ours")[1]
+    assert "excludes 0" in compact[1].read_text() and "excludes 0" not in full[1].read_text()
+    with pytest.raises(ValueError, match="--style: expected one of compact, full"):
+        report.write_table(table, "tableA", tmp_path, style="wide")
+
+
+def test_latex_table_has_a_caption(results, tmp_path):
+    table = report.table_artifact(results, {"source": "Table A", "panels": [panel(sigmas=[0.25])]}, "tableA")
+    tex = report.write_table(table, "tableA", tmp_path)[2].read_text()
+    caption = [line for line in tex.splitlines() if line.startswith(r"\caption{")]
+    assert len(caption) == 1 and caption[0].startswith(r"\caption{tableA (Table A): CIFAR-10, ViT-B/16, $\sigma$")
+    assert tex.index(r"\begin{table}") < tex.index(r"\caption{") < tex.index(r"\begin{tabular}")
+    assert tex.rstrip().endswith(r"\end{table}")
+
+
+def test_latex_table_has_a_label(results, tmp_path):
+    table = report.table_artifact(results, {"panels": [panel(sigmas=[0.25])]}, "tableA")
+    tex = report.write_table(table, "tableA", tmp_path)[2].read_text()
+    assert [line for line in tex.splitlines() if line.startswith(r"\label")] == [r"\label{tab:tableA}"]
+
+
+def test_latex_table_prints_math_minus_signs(results, tmp_path):
+    table = report.table_artifact(results, {"panels": [panel(sigmas=[0.25])]}, "tableA")
+    tex = report.write_table(table, "tableA", tmp_path, style="full")[2].read_text()
+    body = tex[tex.index(r"\midrule"):tex.index(r"\bottomrule")]
+    assert "($-$40.0 [$-$" in body  # Ours minus Carlini at r = 0: -40 points
+    assert not re.search(r"(?<![\w$])-\d", tex)  # no number keeps a hyphen for its minus
+    from densepure.report.layout import _tex_escape
+
+    assert _tex_escape("CIFAR-10, WRN28-10: -3.3 [-5.1, +2.0]") == "CIFAR-10, WRN28-10: $-$3.3 [$-$5.1, +2.0]"
+
+
+def test_cli_table_style_option(tsvs, tmp_path):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "densepure", "table", "--artifact", "all", "--results", *map(str, tsvs),
+            "--radii", "0", "0.5", "--outdir"]
+    compact = subprocess.run([*args, str(tmp_path / "c")], capture_output=True, text=True)
+    full = subprocess.run([*args, str(tmp_path / "f"), "--style", "full"], capture_output=True, text=True)
+    assert compact.returncode == 0 and full.returncode == 0, compact.stderr + full.stderr
+    assert (tmp_path / "c/all.csv").read_text() == (tmp_path / "f/all.csv").read_text()
+    assert (tmp_path / "c/all.md").read_text() != (tmp_path / "f/all.md").read_text()
+    bad = subprocess.run([*args, str(tmp_path), "--style", "wide"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--style" in bad.stderr and "Traceback" not in bad.stderr
+
+
 # --- figures -------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def ablation_results(tmp_path, tsvs):
@@ -389,6 +458,12 @@ def ablation_results(tmp_path, tsvs):
     return report.load_results(tsvs + extra)
 
 
+def legend_texts(fig) -> list[str]:
+    """The texts of the figure's one legend (no panel has its own)."""
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 def _nonempty(paths):
     for p in paths:
         assert p.is_file() and p.stat().st_size > 1000, p
@@ -396,7 +471,7 @@ def _nonempty(paths):
 
 def test_curves_figure_with_bands_and_largest_radius(results, tmp_path):
     spec = {"panels": [panel(radii="curve", max_radius=1.5)]}
-    fig, data = report.panels_figure(results, spec, title="test", allow_missing=True, paper=False)
+    fig, data = report.panels_figure(results, spec, title="test", allow_missing=True, paper=False, bands="on")
     paths = report.save_figure(fig, "curves", tmp_path)
     _nonempty(paths)
     assert [p.suffix for p in paths] == [".png", ".pdf"]
@@ -405,8 +480,7 @@ def test_curves_figure_with_bands_and_largest_radius(results, tmp_path):
     assert not ours.loc[0.95, "beyond_max_radius"] and ours.loc[0.96, "beyond_max_radius"]  # 0.953 for N = 1e5
     ax = fig.axes[0]
     assert ax.get_xlabel() == "radius (L2)" and ax.get_ylabel() == "certified accuracy (%)"
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["σ = 0.25", "σ = 0.5", "Ours (b = 10, K = 40)", "Carlini (one-shot)"]
+    assert legend_texts(fig) == ["σ = 0.25", "σ = 0.5", "Ours (b = 10, K = 40)", "Carlini (one-shot)"]
     lines = [line for line in ax.get_lines() if line.get_linestyle() in ("-", "--")]
     # the sigma 0.25 curves stop at 0.95 (the last grid radius they can reach), not at 1.5
     assert max(line.get_xdata().max() for line in lines if line.get_color() == lines[0].get_color()) == 0.95
@@ -421,7 +495,7 @@ def test_a_curve_that_ends_above_zero_gets_a_bar(tmp_path):
     spec = {"panels": [panel(sigmas=[0.5], methods=["densepure"], images=None, radii="curve", max_radius=1.0)]}
     fig, data = report.panels_figure(report.load_results([tsv]), spec, paper=False)
     ax = fig.axes[0]
-    assert "largest certifiable radius" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "largest certifiable radius" in legend_texts(fig)
     bar = [line for line in ax.get_lines() if line.get_marker() == "|"]
     assert len(bar) == 1 and bar[0].get_xydata().tolist() == [[0.75, 50.0]]
     assert data.loc[data["radius"] == 0.76, "beyond_max_radius"].tolist() == [True]
@@ -433,8 +507,7 @@ def test_curves_figure_draws_extra_ks(tmp_path, tsvs):
     spec = {"panels": [panel(sigmas=[0.25], extra_Ks=[20], radii="curve", max_radius=0.5)]}
     fig, data = report.panels_figure(df, spec, paper=False)
     assert sorted(data.loc[data["method_key"] == "densepure", "K"].unique()) == [20, 40]
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "Ours (b = 10, K = 20)" in labels
+    assert "Ours (b = 10, K = 20)" in legend_texts(fig)
     assert "-." in {line.get_linestyle() for line in fig.axes[0].get_lines()}
 
 
@@ -445,7 +518,7 @@ def test_k_ablation_figure(ablation_results, tmp_path):
     ours = data[data["method_key"] == "densepure"]
     assert sorted(ours["K"].unique()) == [1, 3, 40]
     assert fig.axes[0].get_xlabel() == "number of votes K"
-    assert "Carlini (one-shot)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "Carlini (one-shot)" in legend_texts(fig)
     assert len(fig.axes[0].containers) == 2  # one error-bar series per radius
 
 
@@ -454,9 +527,8 @@ def test_b_ablation_figure_with_K_per_b(ablation_results, tmp_path):
     fig, data = report.panels_figure(ablation_results, {"panels": [p]}, paper=False)
     _nonempty(report.save_figure(fig, "b", tmp_path))
     assert set(zip(data["b"], data["K"])) == {(1, 1), (2, 1), (2, 10), (10, 1), (10, 40)}
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["b = 1, Carlini (one-shot)", "b = 2 (MV: K = 10)", "b = 10 (MV: K = 40)", "with MV (K > 1)",
-                      "without MV (K = 1)"]
+    assert legend_texts(fig) == ["b = 1, Carlini (one-shot)", "b = 2 (MV: K = 10)", "b = 10 (MV: K = 40)",
+                                 "with MV (K > 1)", "without MV (K = 1)"]
     p = panel(sigmas=[0.25], bs=[2, 10], Ks=[1, 40], radii="curve", max_radius=0.5)
     fig, data = report.panels_figure(ablation_results, {"panels": [p]}, paper=False)
     assert set(zip(data["b"], data["K"])) == {(1, 1), (2, 1), (2, 40), (10, 1), (10, 40)}
@@ -479,7 +551,7 @@ def test_figures_draw_the_papers_numbers(tmp_path):
     # Table A, sigma 0.25: Ours (circles) 87.6 / 76.6 / 64.6 / 50.4 / 0.0, Carlini (squares) 88.0 / 73.8 / ...
     assert points(ax, "o") == [(0.0, 87.6), (0.25, 76.6), (0.5, 64.6), (0.75, 50.4), (1.0, 0.0)]
     assert points(ax, "s")[:2] == [(0.0, 88.0), (0.25, 73.8)]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    legend = legend_texts(fig)
     assert "paper: Ours (500 images)" in legend and "paper: Carlini" in legend
     imagenet = [write_tsv(tmp_path / f"in{k}.tsv", [ok(i, "0.3") for i in range(0, 50000, 500)], dataset="imagenet",
                           classifier="beit-large-512", sigma=0.25, K=k, N=10000) for k in (1, 40)]
@@ -504,6 +576,111 @@ def test_write_figure_mixed_panels(ablation_results, tmp_path):
 def test_figure_without_results_raises(results):
     with pytest.raises(ValueError, match="no results for imagenet"):
         report.panels_figure(results, {"panels": [panel(dataset="imagenet", radii="curve")]})
+
+
+# --- figures ready for a paper: titles, one legend, 0% curves, radius axis, bands -------------------------------------
+def _bands(ax) -> int:
+    """Number of 95% bands (filled areas) drawn on a panel."""
+    from matplotlib.collections import PolyCollection
+
+    return sum(isinstance(c, PolyCollection) for c in ax.collections)
+
+
+def test_a_figure_has_one_legend_for_all_its_panels(ablation_results):
+    spec = {"panels": [panel(name="left", sigmas=[0.25], Ks=[1, 3, 40], methods=["densepure"], radii=[0.0, 0.25]),
+                       panel(name="right", sigmas=[0.25], bs=[2, 10], Ks=[1, 40], radii="curve", max_radius=1.0)]}
+    fig, _ = report.panels_figure(ablation_results, spec, paper=False)
+    labels = legend_texts(fig)
+    assert "ε = 0.0" in labels and "b = 2" in labels and len(labels) == len(set(labels))
+
+
+def test_titles_name_no_run_and_print_b_and_K_as_integers(ablation_results, tmp_path):
+    spec = {"source": "Figure G-like", "panels": [
+        panel(sigmas=[0.25], bs=[10.0], Ks=[1.0, 3.0, 40.0], methods=["densepure"], radii=[0.0, 0.25])]}
+    paths = report.write_figure(ablation_results, spec, "figG", tmp_path, run="default")
+    fig, _ = report.panels_figure(ablation_results, spec, title=report.figures.figure_title(spec, "figG"),
+                                  paper=False)
+    assert fig.get_suptitle() == "Figure G-like"
+    assert fig.axes[0].get_title() == "CIFAR-10 · ViT-B/16 · σ = 0.25 · b = 10 · 5 images"
+    from PIL import Image
+
+    assert Image.open(paths[0]).text.get("Subject") == "run default"  # the run is in the metadata, not drawn
+    curves = {"panels": [panel(sigmas=[0.25], bs=[10.0], Ks=[40.0], radii="curve", max_radius=1.0)]}
+    fig, _ = report.panels_figure(ablation_results, curves, paper=False)
+    assert "Ours (b = 10, K = 40)" in legend_texts(fig)
+
+
+def test_a_curve_that_is_zero_everywhere_is_named_in_the_legend(tmp_path, tsvs):
+    zero = write_tsv(tmp_path / "zero.tsv", [wrong(i, "0.4") for i in (0, 20, 40, 60, 80)], sigma=1.0)
+    results = report.load_results(tsvs + [zero])
+    spec = {"panels": [panel(sigmas=[0.25, 1.0], methods=["densepure"], radii="curve", max_radius=2.0)]}
+    fig, data = report.panels_figure(results, spec, paper=False)
+    ours = data[np.isclose(data["sigma"], 1.0)]
+    assert (ours["certified_accuracy"] == 0).all()
+    labels = legend_texts(fig)
+    assert "Ours (b = 10, K = 40), σ = 1.0 (0% at every radius)" in labels
+    assert not any("0.25 (0%" in label for label in labels)  # sigma 0.25 certifies images
+
+
+def test_the_radius_axis_ends_shortly_after_the_last_nonzero_value(results):
+    spec = {"panels": [panel(sigmas=[0.25], radii="curve", max_radius=4.0)]}
+    fig, data = report.panels_figure(results, spec, paper=False)
+    last = data.loc[data["certified_accuracy"] > 0, "radius"].max()
+    assert last == 0.8  # the image certified at 0.8 (sigma 0.25)
+    left, right = fig.axes[0].get_xlim()
+    assert left == 0 and last < right <= last * 1.1 + 0.05 and right < 4.0
+    spec = {"panels": [panel(sigmas=[0.25], radii="curve", max_radius=0.5)]}  # the data go beyond: max_radius
+    fig, _ = report.panels_figure(results, spec, paper=False)
+    assert fig.axes[0].get_xlim() == (0, 0.5)
+
+
+def test_bands_are_off_by_default_where_curves_crowd_and_can_be_turned_on(results):
+    three = {"panels": [panel(radii="curve", max_radius=1.5)]}  # 3 curves: Ours at two sigmas and Carlini
+    fig, _ = report.panels_figure(results, three, paper=False, allow_missing=True)
+    assert _bands(fig.axes[0]) == 0
+    fig, _ = report.panels_figure(results, three, paper=False, allow_missing=True, bands="on")
+    assert _bands(fig.axes[0]) == 3
+    fig, _ = report.panels_figure(results, {**three, "bands": True}, paper=False, allow_missing=True)  # `bands: on`
+    assert _bands(fig.axes[0]) == 3
+    one = {"panels": [panel(sigmas=[0.5], methods=["densepure"], radii="curve", max_radius=1.5)]}
+    fig, _ = report.panels_figure(results, one, paper=False)
+    assert _bands(fig.axes[0]) == 1  # a single curve keeps its band
+    fig, _ = report.panels_figure(results, {**one, "bands": "off"}, paper=False)
+    assert _bands(fig.axes[0]) == 0
+    with pytest.raises(ValueError, match="spec key `bands`: expected one of auto, on, off, got 'sometimes'"):
+        report.panels_figure(results, {**one, "bands": "sometimes"}, paper=False)
+
+
+def test_auto_bands_leave_out_two_curves_whose_bands_overlap_over_most_radii():
+    from densepure.report.figure_layout import show_bands
+
+    def curve(acc, low, high):
+        return pd.DataFrame({"radius": [0.0, 0.1, 0.2], "certified_accuracy": acc, "ci_low": low, "ci_high": high})
+
+    a = curve([80, 60, 40], [70, 50, 30], [90, 70, 50])
+    near = curve([78, 58, 38], [68, 48, 28], [88, 68, 48])
+    far = curve([20, 10, 5], [10, 5, 1], [30, 15, 9])
+    assert not show_bands([a, near]) and show_bands([a, far]) and show_bands([a, near], "on")
+
+
+def test_k_ablation_error_bars_follow_the_bands_option(ablation_results):
+    p = {"panels": [panel(sigmas=[0.25], Ks=[1, 3, 40], radii=[0.0, 0.25])]}
+    assert len(report.panels_figure(ablation_results, p, paper=False)[0].axes[0].containers) == 2
+    assert len(report.panels_figure(ablation_results, p, paper=False, bands="off")[0].axes[0].containers) == 0
+
+
+def test_cli_figure_bands_option(tsvs, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "densepure", "figure", "--artifact", "curves", "--results", str(tsvs[0].parent),
+            "--outdir", str(out)]
+    done = subprocess.run([*args, "--bands", "on"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "curves.png").stat().st_size > 1000
+    bad = subprocess.run([*args, "--bands", "maybe"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--bands" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # --- specs ---------------------------------------------------------------------------------------------------------

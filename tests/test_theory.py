@@ -292,3 +292,58 @@ def test_cli_help_and_one_line_errors(tmp_path, capsys):
     assert main(["theory", "fig2", "--spec", str(spec), "--png", "a.png", "--pdf", "a.pdf", "--csv", "a.csv"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no `theory` section" in err
+
+
+# --- the figures and tables as written ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the theory outputs save, as matplotlib objects (in the order saved)."""
+    from matplotlib.figure import Figure
+
+    figures, save = [], Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        figures.append(fig)
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return figures
+
+
+def _small(section: str, **changes) -> dict:
+    return {"seed": 0, "schedule": {"kind": "linear", "T": 1000}, section: {**CONFIG[section], **changes}}
+
+
+def test_radius_figure_has_one_legend_in_the_papers_words_and_an_html_table(tmp_path, drawn):
+    from densepure.report.theory import radius_outputs
+
+    settings = _small("radius", sigmas=[0.25], Ks=[1, 3], N0=20, N=100)
+    out = {k: str(tmp_path / f"r.{k}") for k in ("csv", "md", "png", "pdf")}
+    rows = radius_outputs(settings, out["csv"], out["md"], out["png"], out["pdf"])
+    fig = drawn[0]
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "one-shot (DensePure code)", "Carlini et al.", "DensePure (K = 1)", "DensePure (K = 3)"]
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("<tr>") == len(rows) + 1 and "Certified radius on the exact model" in page
+
+
+def test_fig2_legend_shows_the_shaded_regions_and_boundaries_are_smooth(tmp_path, drawn):
+    from matplotlib.patches import Patch
+
+    from densepure.report.theory import fig2_outputs
+
+    fig2_outputs(_small("fig2", pixels=80, spacing=0.05), png=str(tmp_path / "f.png"))
+    fig = drawn[0]
+    legend = fig.legends[0]
+    patches = [h for h in legend.legend_handles if isinstance(h, Patch)]
+    assert [p.get_label() for p in patches] == ["$D(G(x_0); t)$: purified to $x_0$'s class",
+                                                "purified to the other class"]
+    assert fig.axes[0].get_legend() is None
+    # the boundary of D: a contour of a smoothed field, not the 0/45/90-degree staircase of a pixel grid
+    vertices = np.concatenate([p.vertices for p in fig.axes[0].collections[1].get_paths() if len(p.vertices) > 1])
+    angles = np.degrees(np.arctan2(*np.diff(vertices, axis=0).T[::-1])) % 45
+    off_grid = np.minimum(angles, 45 - angles) > 1
+    assert off_grid.mean() > 0.5, off_grid.mean()

@@ -20,6 +20,8 @@ CLASSIFIER_ALIASES = {"vit-b16": {"vit-b16-cifar10", "vit", "vit-b/16"},
 # al.'s own code path. Any other method is a row when it has a display label (imported results, a spec).
 METHOD_LABELS = {"densepure": "Ours", "onestep": "Carlini", "carlini": "Carlini (own code)"}
 LEGEND_LABELS = {"onestep": "Carlini (one-shot)", "carlini": "Carlini, own code (one-shot)"}
+# Section 3's figures (the exact model): each one-shot method as the paper names what it computes.
+THEORY_LABELS = {"densepure": "DensePure", "onestep": "one-shot (DensePure code)", "carlini": "Carlini et al."}
 BASELINES = ONE_SHOT_METHODS  # the one-shot baselines, preferred in this order
 PAPER_METHOD_KEY = {"densepure": "densepure", "onestep": "carlini", "carlini": "carlini"}
 
@@ -63,6 +65,13 @@ def method_label(method: str, labels: Mapping[str, str] | None = None) -> str:
 def legend_label(method: str, labels: Mapping[str, str] | None = None) -> str:
     """Label of a baseline's line in a figure legend: ``Carlini (one-shot)``, or the method's display label."""
     return LEGEND_LABELS.get(method) or method_label(method, labels)
+
+
+def theory_label(method: str, K: int | None = None) -> str:
+    """Legend label of a method in Section 3's figures: ``DensePure (K = 11)``, ``one-shot (DensePure code)``,
+    ``Carlini et al.``; another method keeps its key."""
+    text = THEORY_LABELS.get(method, method)
+    return f"{text} (K = {int(K)})" if method == "densepure" and K is not None else text
 
 
 def method_order(methods, labels: Mapping[str, str] | None = None) -> list[str]:

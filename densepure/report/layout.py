@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ ROW_KEY_NAMES = {"dataset_label": "Dataset", "method_label": "Method", "provenan
                  "classifier_label": "Model", "sigma": "σ", "b": "b", "K": "K"}
 ROW_KEY_TEX = {"sigma": r"$\sigma$", "b": "$b$", "K": "$K$"}
 BEYOND = "†"
+STYLES = ("compact", "full")  # table text: the difference only where it is significant, or every interval
 
 
 def num(x: float) -> str:
@@ -23,14 +25,32 @@ def num(x: float) -> str:
     return s if "." in s or "e" in s else s + ".0"
 
 
+def integer_text(x) -> str:
+    """A count such as b or K as an integer: 10.0 -> '10' (a non-integral value keeps its digits: 2.5 -> '2.5')."""
+    value = float(x)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
 def _present(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and not pd.isna(value)
 
 
-def cell_text(row) -> str:
+def table_style(style: str) -> str:
+    """``compact`` or ``full``; ValueError naming the option for anything else."""
+    if style not in STYLES:
+        raise ValueError(f"--style: expected one of {', '.join(STYLES)}, got {style!r}")
+    return style
+
+
+def excludes_zero(row) -> bool:
+    """Whether the paired difference's 95% interval ``[diff_low, diff_high]`` lies strictly on one side of 0."""
+    return bool(row["diff_low"] > 0 or row["diff_high"] < 0)
+
+
+def cell_text(row, style: str = "full") -> str:
     """Printed cell: the accuracy with one decimal (``†``: beyond the largest certifiable radius); Table 1 prefixes
-    ``(clean)``; a DensePure cell with a baseline appends the paired difference and its 95% interval,
-    ``(+3.3 [-5.1, +11.7])``."""
+    ``(clean)``; a DensePure cell with a baseline appends the paired difference, ``full``: always, with its 95%
+    interval, ``(+3.3 [-5.1, +11.7])``; ``compact``: only where the interval excludes 0, without it, ``(+3.3)``."""
     acc = row.get("certified_accuracy")
     if not _present(acc):
         return "-"
@@ -39,7 +59,10 @@ def cell_text(row) -> str:
     if _present(row.get("clean_accuracy")):
         text = f"({row['clean_accuracy']:.1f}) {text}"
     if _present(row.get("diff_vs_carlini")) and not (_present(beyond) and bool(beyond)):
-        text += f" ({row['diff_vs_carlini']:+.1f} [{row['diff_low']:+.1f}, {row['diff_high']:+.1f}])"
+        if style == "full":
+            text += f" ({row['diff_vs_carlini']:+.1f} [{row['diff_low']:+.1f}, {row['diff_high']:+.1f}])"
+        elif excludes_zero(row):
+            text += f" ({row['diff_vs_carlini']:+.1f})"
     if _present(row.get("envelope_of")):
         text += f" [{row['envelope_of']}]"
     return text
@@ -55,11 +78,11 @@ def _key_text(key: str, value) -> str:
     return str(value)
 
 
-def table_layout(cells: pd.DataFrame) -> tuple[list[str], list[tuple], pd.DataFrame]:
+def table_layout(cells: pd.DataFrame, style: str = "full") -> tuple[list[str], list[tuple], pd.DataFrame]:
     """Paper-like layout of tidy cells: rows = method x sigma (plus dataset / model / b / K where they vary),
     columns = radii in increasing order (grouped by dataset when the datasets have different radii, as Table 1).
-    Rows and column groups in order of first appearance in ``cells``. Returns (row key names, column keys
-    ``(group, radius)``, wide frame of cell texts)."""
+    Rows and column groups in order of first appearance in ``cells``; cell texts by :func:`cell_text` in ``style``.
+    Returns (row key names, column keys ``(group, radius)``, wide frame of cell texts)."""
     if cells.empty:
         raise ValueError("no cells to write")
     c = cells.copy()
@@ -82,7 +105,7 @@ def table_layout(cells: pd.DataFrame) -> tuple[list[str], list[tuple], pd.DataFr
                 row_keys.append(key)
         elif c[key].nunique(dropna=True) > 1:  # sigma, and the source where rows come from several
             row_keys.append(key)
-    c["_text"] = [cell_text(r) for r in c.to_dict("records")]
+    c["_text"] = [cell_text(r, style) for r in c.to_dict("records")]
     c["_group"] = c["dataset_label"] if grouped else ""
     group_order = {g: i for i, g in enumerate(dict.fromkeys(c["_group"]))}
     col_keys = sorted(dict.fromkeys(zip(c["_group"], c["radius"])), key=lambda gr: (group_order[gr[0]], gr[1]))
@@ -126,7 +149,8 @@ def title(cells: pd.DataFrame, name: str, source: str = "") -> str:
         text = ", ".join([_values(g["dataset_label"])[0], *_values(g["classifier_label"])])
         text += ", σ = " + ", ".join(num(s) for s in sorted(_values(sigma)))
         if not dp.empty:
-            text += f"; Ours b = {', '.join(map(str, _values(dp['b'])))}, K = {', '.join(map(str, _values(dp['K'])))}"
+            text += (f"; Ours b = {', '.join(map(integer_text, _values(dp['b'])))}, "
+                     f"K = {', '.join(map(integer_text, _values(dp['K'])))}")
         setting = [f"{k} = {', '.join(f'{v:g}' for v in _values(g[c]))}"
                    for k, c in (("N0", "N0"), ("N", "N"), ("α", "alpha")) if c in g and _values(g[c])]
         if setting:
@@ -139,11 +163,16 @@ def title(cells: pd.DataFrame, name: str, source: str = "") -> str:
     return head + ": " + " | ".join(parts) if parts else head
 
 
-def note(cells: pd.DataFrame) -> str:
+def note(cells: pd.DataFrame, style: str = "full") -> str:
+    """What the table's marks mean, for its ``style``."""
     parts = ["Certified accuracy (%)."]
     if "clean_accuracy" in cells:
         parts.append("Parenthesised before the value: clean accuracy (r = 0) of the sigma giving the cell.")
-    if "diff_vs_carlini" in cells and cells["diff_vs_carlini"].notna().any():
+    if "diff_vs_carlini" in cells and cells["diff_vs_carlini"].notna().any() and style == "compact":
+        parts.append("In parentheses after the value: Ours minus the one-shot baseline on the same images, shown "
+                     "where its 95% interval for paired proportions (Newcombe 1998) excludes 0; every difference "
+                     "with its interval in the .csv file, exact McNemar p-values in the _paired.csv file.")
+    elif "diff_vs_carlini" in cells and cells["diff_vs_carlini"].notna().any():
         parts.append("After the value: Ours minus the one-shot baseline on the same images, with its 95% interval "
                      "for paired proportions (Newcombe 1998); exact McNemar p-values in the _paired.csv file.")
     if "beyond_max_radius" in cells and cells["beyond_max_radius"].fillna(False).astype(bool).any():
@@ -168,19 +197,29 @@ def markdown(row_keys, col_keys, wide: pd.DataFrame, note_text: str, heading: st
     return "\n".join([*top, header, align, *body, "", note_text, ""])
 
 
+MINUS = re.compile(r"(?<![\w.])-(?=\d)")  # a minus sign before a number, not a hyphen (CIFAR-10, WRN28-10)
+
+
 def _tex_escape(text: str) -> str:
+    """LaTeX text of a cell or heading: special characters escaped, Greek letters and the dagger in math mode,
+    a number's minus sign as a math minus (``$-$``, not a hyphen)."""
     text = str(text)
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+    for a, b in (("\\", r"\textbackslash{}"), ("^", r"\^{}"), ("~", r"\textasciitilde{}"), ("&", r"\&"),
+                 ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                  ("σ", r"$\sigma$"), ("ε", r"$\varepsilon$"), ("α", r"$\alpha$"), ("–", "--"),
                  (BEYOND, r"$^\dagger$")):
         text = text.replace(a, b)
-    return text
+    return MINUS.sub("$-$", text)
 
 
-def latex(row_keys, col_keys, wide: pd.DataFrame, note_text: str, heading: str = "") -> str:
+def latex(row_keys, col_keys, wide: pd.DataFrame, note_text: str, heading: str = "", label: str = "") -> str:
+    """A booktabs ``table`` float: ``\\caption`` (the heading and the note), ``\\label{tab:<label>}`` and the
+    tabular, with column groups as ``\\multicolumn`` headings."""
     nk, nc = len(row_keys), len(col_keys)
-    lines = ([f"% {heading}"] if heading else []) + [f"% {note_text}", r"\begin{tabular}{" + "l" * nk + "r" * nc + "}",
-                                                     r"\toprule"]
+    caption = _tex_escape(" ".join(filter(None, [f"{heading}." if heading else "", note_text])))
+    lines = [r"\begin{table}", r"\centering", rf"\caption{{{caption}}}"]
+    lines += [rf"\label{{tab:{label}}}"] if label else []
+    lines += [r"\begin{tabular}{" + "l" * nk + "r" * nc + "}", r"\toprule"]
     groups = list(dict.fromkeys(g for g, _ in col_keys))
     if groups != [""]:
         head, rules, start = ["" for _ in range(nk)], [], nk + 1
@@ -197,7 +236,7 @@ def latex(row_keys, col_keys, wide: pd.DataFrame, note_text: str, heading: str =
     lines += [" & ".join(names) + r" \\", r"\midrule"]
     for row in _blank_repeats(wide.astype(str).values.tolist(), nk):
         lines.append(" & ".join(_tex_escape(x) for x in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
 
@@ -216,25 +255,28 @@ def html_page(heading: str, frame: pd.DataFrame, note_text: str = "", n_keys: in
             f"<p>{html.escape(note_text)}</p></body></html>\n")
 
 
-def write_table(table, name: str, outdir: str | Path) -> list[Path]:
-    """Write ``<name>.csv`` / ``.md`` / ``.tex`` (booktabs) / ``.html`` laid out like the paper (see
-    :func:`table_layout`; Markdown, LaTeX and HTML titled with the setting), ``<name>_cells.csv`` with the tidy
+def write_table(table, name: str, outdir: str | Path, style: str = "compact") -> list[Path]:
+    """Write ``<name>.csv`` / ``.md`` / ``.tex`` (booktabs, with caption and label ``tab:<name>``) / ``.html`` laid
+    out like the paper (see :func:`table_layout`; Markdown, LaTeX and HTML titled with the setting and in
+    ``style``, the CSV always ``full``: every difference with its interval), ``<name>_cells.csv`` with the tidy
     cells (n, count, CI) and ``<name>_paired.csv`` with every paired difference."""
     from densepure.files.paths import safe_name
 
     safe_name(name, "the artifact name")
+    table_style(style)
     cells = table.cells
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     row_keys, col_keys, wide = table_layout(cells)
-    note_text = " ".join(filter(None, [note(cells), table.provenance]))
+    shown = wide if style == "full" else table_layout(cells, style)[2]
+    note_text = " ".join(filter(None, [note(cells, style), table.provenance]))
     heading = title(cells, name, table.spec.get("source", "") if table.spec else "")
     stems = ["csv", "md", "tex", "html"]
     paths = [outdir / f"{name}.{ext}" for ext in stems] + [outdir / f"{name}_cells.csv", outdir / f"{name}_paired.csv"]
     wide.to_csv(paths[0], index=False)
-    paths[1].write_text(markdown(row_keys, col_keys, wide, note_text, heading))
-    paths[2].write_text(latex(row_keys, col_keys, wide, note_text, heading))
-    paths[3].write_text(html_page(heading, wide, note_text, len(row_keys)))
+    paths[1].write_text(markdown(row_keys, col_keys, shown, note_text, heading))
+    paths[2].write_text(latex(row_keys, col_keys, shown, note_text, heading, name))
+    paths[3].write_text(html_page(heading, shown, note_text, len(row_keys)))
     cells.to_csv(paths[4], index=False)
     table.paired.to_csv(paths[5], index=False)
     return paths

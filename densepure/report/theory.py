@@ -4,10 +4,12 @@ comparison, as CSV, Markdown and figures."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
 from densepure.core.schedule import Schedule, make_schedule, reverse_plan
+from densepure.report.labels import theory_label
 from densepure.theory.exact import Mixture, classify, sigma_t, theorem31_table
 from densepure.theory.radius import radius_table
 from densepure.theory.regions import (
@@ -33,16 +35,27 @@ def _write_csv(path: str, rows: list[dict]) -> None:
         writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
 
 
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def _write_md(path: str, rows: list[dict], title: str) -> None:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    """The rows as a Markdown table under ``title``, and the same table as an HTML page next to it (``.html``, the
+    page Snakemake's report shows)."""
+    import pandas as pd
+
+    from densepure.report.layout import html_page
+
     lines = [f"{title}\n", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(fmt(v) for v in row.values()) + " |" for row in rows]
+    lines += ["| " + " | ".join(_fmt(v) for v in row.values()) + " |" for row in rows]
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
+    frame = pd.DataFrame([[_fmt(v) for v in row.values()] for row in rows], columns=list(rows[0]))
+    Path(path).with_suffix(".html").write_text(html_page(title, frame))
 
 
 def thm31_outputs(settings: dict, csv_path: str, md_path: str) -> list[dict]:
-    """Theorem 3.1 deviation table (:func:`theorem31_table`) as CSV and Markdown."""
+    """Theorem 3.1 deviation table (:func:`theorem31_table`) as CSV, Markdown and HTML (next to the Markdown)."""
     s = settings["thm31"]
     rows = theorem31_table(Mixture.from_config(s["mixture"]), _schedule(settings), np.array(s["x_a"]), s["sigmas"],
                            s["bs"], s["samples"], settings["seed"])
@@ -69,9 +82,32 @@ def fig2_numbers(settings: dict) -> dict:
             "mix": mix}
 
 
-def fig2_outputs(settings: dict, png: str, pdf: str, csv_path: str) -> dict:
+REGION_COLOURS = ["#f4cccc", "#cfe2f3"]  # purified to another class, to x0's class (D)
+BOUNDARY_COLOUR = "#3d85c6"
+
+
+def smooth_region(mask: np.ndarray, pixels: float = 2.0) -> np.ndarray:
+    """A region's 0/1 grid blurred by a Gaussian of ``pixels`` grid steps, whose 0.5 level is its boundary without
+    the grid's staircase (a straight edge stays where it is; only corners round off by about ``pixels`` steps)."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(mask.astype(float), pixels, mode="nearest")
+
+
+def region_patches() -> list:
+    """Legend patches of Figure 2's shaded regions."""
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor=REGION_COLOURS[1], edgecolor=BOUNDARY_COLOUR, label="$D(G(x_0); t)$: purified to "
+                  "$x_0$'s class"), Patch(facecolor=REGION_COLOURS[0], label="purified to the other class")]
+
+
+def fig2_outputs(settings: dict, png: str | None = None, pdf: str | None = None, csv_path: str | None = None) -> dict:
     """Figure 2: the robust region D(G(x0); t) (shaded), the sub-regions D_sub(x_i; t) of the same-label component
-    means (outlined), and the balls of radius r and r_sub around x0; the plotted numbers go to ``csv_path``."""
+    means (outlined), and the balls of radius r and r_sub around x0, saved to each of ``png`` and ``pdf`` that is
+    given; the plotted numbers go to ``csv_path`` when given. Region boundaries are drawn as the 0.5 level of
+    :func:`smooth_region` (the areas in the CSV count the unsmoothed grid); the legend under the axes names the
+    shaded regions too. Returns :func:`fig2_numbers`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,14 +127,15 @@ def fig2_outputs(settings: dict, png: str, pdf: str, csv_path: str) -> dict:
             ("r_over_r_sub", num["r"] / num["r_sub"] if num["r_sub"] > 0 else math.inf),
             ("area_D", float(inside.mean()) * (hi - lo) ** 2)]
     with figure_style():
-        fig = Figure(figsize=(5, 5))
+        fig = Figure(figsize=(5, 6), layout="constrained")
         ax = fig.add_subplot()
-        ax.contourf(ticks, ticks, inside, levels=[-0.5, 0.5, 1.5], colors=["#f4cccc", "#cfe2f3"])
-        ax.contour(ticks, ticks, inside, levels=[0.5], colors="#3d85c6", linewidths=1.5)
+        ax.contourf(ticks, ticks, smooth_region(inside), levels=[0.0, 0.5, 1.0], colors=REGION_COLOURS)
+        ax.contour(ticks, ticks, smooth_region(inside), levels=[0.5], colors=BOUNDARY_COLOUR, linewidths=1.5)
         for i, k in enumerate(same):
             x0, normals, offsets = sub_region(mix, int(k), sig, spacing=s["spacing"])
             member = in_region(grid, x0, normals, offsets).reshape(len(ticks), len(ticks))
-            ax.contour(ticks, ticks, member, levels=[0.5], colors=f"C{i + 2}", linestyles="--", linewidths=1)
+            ax.contour(ticks, ticks, smooth_region(member), levels=[0.5], colors=f"C{i + 2}", linestyles="--",
+                       linewidths=1)
             ax.plot([], [], f"C{i + 2}--", lw=1, label=f"$D_{{sub}}(x_{k})$")
             rows.append((f"area_D_sub_{k}", float(member.mean()) * (hi - lo) ** 2))
         theta = np.linspace(0, 2 * math.pi, 200)
@@ -118,16 +155,21 @@ def fig2_outputs(settings: dict, png: str, pdf: str, csv_path: str) -> dict:
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
         ax.set_title(f"Robust region D(G(x0); t), σ = {num['sigma']:g} (σ_t = {sig:.3f})")
-        ax.plot([], [], color="#3d85c6", lw=1.5, label="$D(G(x_0); t)$ boundary")
-        ax.legend(loc="lower left", fontsize=7)
-        fig.savefig(png, dpi=150)
-        fig.savefig(pdf)
-    _write_csv(csv_path, [{"quantity": k, "value": v} for k, v in rows])
+        ax.plot([], [], color=BOUNDARY_COLOUR, lw=1.5, label="$D(G(x_0); t)$ boundary")
+        fig.legend(handles=region_patches() + ax.get_legend_handles_labels()[0], loc="outside lower center", ncol=2,
+                   fontsize=7, frameon=False)
+        for path, options in ((png, {"dpi": 150}), (pdf, {})):
+            if path:
+                fig.savefig(path, **options)
+    if csv_path:
+        _write_csv(csv_path, [{"quantity": k, "value": v} for k, v in rows])
     return num
 
 
 def radius_outputs(settings: dict, csv_path: str, md_path: str, png: str, pdf: str) -> list[dict]:
-    """DensePure's majority vote vs the one-shot posterior mean: certified radius per clean point, sigma and method."""
+    """DensePure's majority vote vs the one-shot posterior mean: certified radius per clean point, sigma and method,
+    as CSV, Markdown and HTML (next to the Markdown) and a bar chart (one legend, methods as
+    :func:`~densepure.report.labels.theory_label` names them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,19 +186,20 @@ def radius_outputs(settings: dict, csv_path: str, md_path: str, png: str, pdf: s
               f"N = {s['N']}): DensePure's majority vote of K reverse chains vs the one-shot posterior mean")
     series = list(dict.fromkeys((r["method"], r["K"]) for r in rows))
     with figure_style():
-        fig = Figure(figsize=(2 + 2.2 * len(s["sigmas"]) + 0.4 * len(mix.means), 3.4))
+        fig = Figure(figsize=(2 + 2.2 * len(s["sigmas"]) + 0.4 * len(mix.means), 4.0), layout="constrained")
         axes = fig.subplots(1, len(s["sigmas"]), squeeze=False, sharey=True)[0]
         width = 0.8 / len(series)
         for ax, sigma in zip(axes, s["sigmas"]):
             for j, (method, K) in enumerate(series):
                 radii = [r["radius"] if r["correct"] else 0.0 for r in rows
                          if r["sigma"] == sigma and (r["method"], r["K"]) == (method, K)]
-                label = f"DensePure K={K}" if method == "densepure" else method
-                ax.bar(np.arange(len(radii)) + (j - (len(series) - 1) / 2) * width, radii, width, label=label)
+                ax.bar(np.arange(len(radii)) + (j - (len(series) - 1) / 2) * width, radii, width,
+                       label=theory_label(method, K if method == "densepure" else None))
             ax.set_xticks(np.arange(len(mix.means)), [f"$x_{k}$\nclass {c}" for k, c in enumerate(mix.labels)])
             ax.set_title(f"σ = {sigma:g}")
         axes[0].set_ylabel("certified radius (0: wrong or abstain)")
-        axes[-1].legend(fontsize=7)
+        fig.legend(handles=axes[0].get_legend_handles_labels()[0], loc="outside lower center", ncol=len(series),
+                   fontsize=7, frameon=False)
         fig.savefig(png, dpi=150)
         fig.savefig(pdf)
     return rows

@@ -7,6 +7,10 @@
 report: "../report/workflow.rst"
 
 
+from densepure.report.figures import figure_caption
+from densepure.report.spec import collect_image_sets
+
+
 rule table:
     input:
         lambda wc: artifact_inputs(wc.artifact),
@@ -27,8 +31,6 @@ rule table:
     wildcard_constraints:
         artifact=artifact_names("table"),
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         spec=SPEC,
         artifact_spec=lambda wc: artifact_spec(wc.artifact),
@@ -58,13 +60,14 @@ rule figure:
     wildcard_constraints:
         artifact=artifact_names("figure"),
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         spec=SPEC,
         artifact_spec=lambda wc: artifact_spec(wc.artifact),
         outdir=lambda wc, output: str(Path(output.data).parent),
         run=RUN,
+        caption=lambda wc: figure_caption(
+            config["artifacts"][wc.artifact], collect_image_sets(config)
+        ),
     shell:
         DENSEPURE
         + " figure --artifact {wildcards.artifact} --spec {params.spec:q} --results {input:q} "
@@ -89,8 +92,6 @@ rule compare:
     wildcard_constraints:
         artifact=artifact_names("compare"),
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         spec=SPEC,
         artifact_spec=lambda wc: artifact_spec(wc.artifact),
@@ -109,8 +110,6 @@ rule export:
     log:
         f"logs/{RUN}/export.log",
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         votes=[store_dir(s.name) for s in grid.settings(config)],
         run=RUN,
@@ -138,8 +137,6 @@ rule ledger:
     log:
         f"logs/{RUN}/ledger.log",
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         votes=[store_dir(s.name) for s in grid.settings(config)],
         run=RUN,

@@ -12,13 +12,16 @@ rule theory_thm31:
     output:
         csv=f"{RESULTS}/tables/theory_thm31.csv",
         md=f"{RESULTS}/tables/theory_thm31.md",
+        html=report(
+            f"{RESULTS}/tables/theory_thm31.html",
+            caption="../report/theory_thm31.rst",
+            category="Theory",
+        ),
     log:
         f"logs/{RUN}/theory/thm31.log",
     benchmark:
         f"{WORK}/benchmarks/theory/thm31.tsv"
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         spec=SPEC,
         settings=THEORY,
@@ -31,7 +34,9 @@ rule theory_thm31:
 rule theory_fig2:
     output:
         png=report(
-            f"{FIGURES}/fig2.png", caption="../report/theory.rst", category="Theory"
+            f"{FIGURES}/fig2.png",
+            caption="../report/theory_fig2.rst",
+            category="Theory",
         ),
         pdf=f"{FIGURES}/fig2.pdf",
         data=f"{FIGURES}/fig2_data.csv",
@@ -40,8 +45,6 @@ rule theory_fig2:
     benchmark:
         f"{WORK}/benchmarks/theory/fig2.tsv"
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         spec=SPEC,
         settings=THEORY,
@@ -55,19 +58,22 @@ rule theory_radius:
     output:
         png=report(
             f"{FIGURES}/theory_radius.png",
-            caption="../report/theory.rst",
+            caption="../report/theory_radius.rst",
             category="Theory",
         ),
         pdf=f"{FIGURES}/theory_radius.pdf",
         csv=f"{RESULTS}/tables/theory_radius.csv",
         md=f"{RESULTS}/tables/theory_radius.md",
+        html=report(
+            f"{RESULTS}/tables/theory_radius.html",
+            caption="../report/theory_radius_table.rst",
+            category="Theory",
+        ),
     log:
         f"logs/{RUN}/theory/radius.log",
     benchmark:
         f"{WORK}/benchmarks/theory/radius.tsv"
     localrule: True
-    conda:
-        SOFTWARE_ENV
     params:
         spec=SPEC,
         settings=THEORY,
