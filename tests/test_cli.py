@@ -359,3 +359,132 @@ def test_report_and_estimate_mistakes_are_one_line(tmp_path, junk, capsys, args,
                                                    "--out", "--configfile", "--rates") else a
              for i, a in enumerate(args)]
     assert message.replace("{tmp}", str(tmp_path)) in cli_error(paths, capsys)
+
+
+# --- messages: logging on stderr, -v / -q, one-line warnings ------------------------------------------------------
+
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+
+
+def densepure(args: list, cwd: Path, terminal: bool = False) -> tuple[int, str, str]:
+    """``densepure ARGS`` as a user types it (the installed entry point) in ``cwd``: (status, stdout, stderr), stderr
+    a pipe (a log file, say) or, with ``terminal``, a pseudo-terminal."""
+    import pty
+
+    from conftest import tool_env
+
+    args = ["densepure", *map(str, args)]
+    if not terminal:
+        run = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=600)
+        return run.returncode, run.stdout, run.stderr
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed its side: everything is read
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    out = proc.stdout.read()
+    return proc.wait(timeout=600), out, err.decode().replace("\r\n", "\n")
+
+
+def carlini_log(path: Path) -> Path:
+    """A Carlini-style log (running total in `correct`): importing it logs a warning and a line."""
+    path.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.5\t1\t0:00:01\n20\t4\t4\t0.25\t2\t0:00:01\n")
+    return path
+
+
+IMPORT = ["cohen", "carlini.tsv", "--dataset", "cifar10", "--classifier", "c", "--method", "carlini", "--sigma",
+          "0.25", "--alpha", "infer", "--out", "out"]
+
+
+def test_messages_are_dated_in_a_log_and_plain_on_a_terminal(tmp_path):
+    carlini_log(tmp_path / "carlini.tsv")
+    status, out, err = densepure(["import", *IMPORT], tmp_path)
+    assert status == 0 and out == "out/carlini.tsv\n", err
+    warning, line = err.splitlines()
+    assert re.fullmatch(STAMP + r" WARNING densepure.report.imports: carlini.tsv: the correct column is a running "
+                        r"total .*", warning), err
+    assert re.fullmatch(STAMP + r" INFO densepure.report.imports: carlini.tsv -> out/carlini.tsv \(unchanged\)?.*|"
+                        + STAMP + r" INFO densepure.report.imports: carlini.tsv -> out/carlini.tsv: 2 images.*",
+                        line), err
+    status, out, err = densepure(["import", *IMPORT], tmp_path, terminal=True)
+    assert status == 0 and out == "out/carlini.tsv\n", err
+    warning, line = err.splitlines()
+    assert warning.startswith("warning: carlini.tsv: the correct column is a running total"), err
+    assert line.startswith("carlini.tsv -> out/carlini.tsv (unchanged): 2 images"), err
+
+
+@pytest.mark.parametrize("options, levels", [
+    (["import"], ["WARNING", "INFO"]),
+    (["-q", "import"], ["WARNING"]),
+    (["import", "-q"], ["WARNING"]),
+    (["--quiet", "import", "cohen"], ["WARNING"]),  # after the format: IMPORT starts with it, given twice is fine
+    (["-v", "import"], ["DEBUG", "WARNING", "INFO"]),
+    (["import", "--verbose"], ["DEBUG", "WARNING", "INFO"]),
+])
+def test_verbose_and_quiet_before_or_after_the_command(tmp_path, options, levels):
+    carlini_log(tmp_path / "carlini.tsv")
+    args = options + IMPORT[1:] if options[-1] == "cohen" else options + IMPORT
+    status, out, err = densepure(args, tmp_path)
+    assert status == 0 and out == "out/carlini.tsv\n", err
+    assert [line.split()[2] for line in err.splitlines()] == levels, err
+    if "DEBUG" in levels:  # the first debug line names the version and the command
+        assert re.search(r"DEBUG densepure.cli.main: densepure \S+ \(Python [\d.]+\): .*import .*carlini.tsv", err)
+
+
+def test_verbose_and_quiet_together_are_one_line_error(tmp_path):
+    status, out, err = densepure(["-v", "import", *IMPORT, "-q"], tmp_path)
+    assert status == 2 and err.count("\n") == 1 and "give -v/--verbose or -q/--quiet, not both" in err, err
+    status, out, err = densepure(["-v", "-q", "import", *IMPORT], tmp_path)
+    assert status == 2 and err.count("\n") == 1 and "not allowed with argument" in err, err
+
+
+def test_random_weights_warning_is_one_line(models, tmp_path):
+    """A classifier without a checkpoint: Python's warning becomes one line, no source file or line, in a log and
+    on a terminal; -q keeps it (it is a warning) and drops the rest."""
+    args = [a for a in certify_args(models, tmp_path, ids="0", **{"--N": 10, "--K": 1, "--threads": 1})
+            if a != "--quiet"]
+    i = args.index("--classifier-ckpt")
+    args = ["-q", *args[:i], *args[i + 2:]]
+    status, _, err = densepure(args, tmp_path)
+    assert status == 0, err
+    assert re.fullmatch(STAMP + r" WARNING py.warnings: digits-cnn: no checkpoint given, the classifier has random "
+                        r"weights[^\n]*\n", err), err
+    args[args.index("--out") + 1] = str(tmp_path / "again.tsv")
+    status, _, err = densepure(args, tmp_path, terminal=True)
+    assert status == 0, err
+    assert re.fullmatch(r"warning: digits-cnn: no checkpoint given, the classifier has random weights[^\n]*\n", err), \
+        err
+
+
+def small_theory_spec(tmp_path: Path) -> Path:
+    """The repository's `theory` section with a coarse Figure 2 grid (seconds)."""
+    import yaml
+
+    theory = yaml.safe_load(REPO_CONFIG.read_text())["theory"]
+    theory["fig2"]["pixels"] = 40
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"theory": theory}))
+    return tmp_path / "spec.yaml"
+
+
+def test_theory_fig2_writes_the_outputs_given(tmp_path):
+    small_theory_spec(tmp_path)
+    status, _, err = densepure(["theory", "fig2", "--spec", "spec.yaml", "--csv", "fig2.csv"], tmp_path)
+    assert status == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2.csv", "spec.yaml"]
+    assert "r_sub" in (tmp_path / "fig2.csv").read_text() and re.search(r"INFO .*sigma_t [\d.]+: r [\d.]+", err)
+    status, _, err = densepure(["theory", "fig2", "--spec", "spec.yaml", "--pdf", "only.pdf"], tmp_path)
+    assert status == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2.csv", "only.pdf", "spec.yaml"]
+    assert (tmp_path / "only.pdf").read_bytes().startswith(b"%PDF")
+    status, _, err = densepure(["theory", "fig2", "--spec", "spec.yaml"], tmp_path)
+    assert status == 2 and err == "densepure: error: theory fig2 writes nothing: give at least one of --png, --pdf, " \
+                                  "--csv\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2.csv", "only.pdf", "spec.yaml"]

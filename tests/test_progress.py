@@ -1,8 +1,9 @@
-"""Progress of a long job (densepure.job.progress): the bar on a terminal, rate-limited dated lines in a log file, the
-summary; then a real `densepure certify` job writing its log to a file."""
+"""Progress of a long job (densepure.job.progress): the bar on a terminal, rate-limited lines in a log file (logged;
+the command line dates them), the summary; then a real `densepure certify` job writing its log to a file."""
 
 import fcntl
 import io
+import logging
 import os
 import pty
 import re
@@ -12,12 +13,14 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
 import torch
 from test_cli import models  # noqa: F401  (a fixture: the random-weight digits UNet and CNN of the CLI tests)
 
 from densepure.job.progress import JobProgress
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+LOGGER = "densepure.job.progress"
 
 
 class Clock:
@@ -31,13 +34,28 @@ class Clock:
 
 
 def log_lines(text: str) -> list[str]:
+    """The lines of a job's log file, each dated by the command line's log format; their messages."""
     assert text.endswith("\n") and "\r" not in text
     lines = text.splitlines()
-    assert all(re.match(STAMP + "  ", line) for line in lines), lines
-    return lines
+    assert all(re.match(STAMP + f" INFO {LOGGER}: ", line) for line in lines), lines
+    return [line.split(": ", 1)[1] for line in lines]
 
 
-def test_log_file_gets_a_line_per_image_at_most_one_per_interval_and_a_summary():
+def messages(caplog) -> list[str]:
+    """The progress messages logged so far (and forgets them)."""
+    out = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == LOGGER)
+    caplog.clear()
+    return out
+
+
+@pytest.fixture
+def progress_log(caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    return caplog
+
+
+def test_log_file_gets_a_line_per_image_at_most_one_per_interval_and_a_summary(progress_log):
     """3 of 5 images to do (2 skipped), 100 draws each. Image 10 ends at 2 s (reported at once), image 11 at 30 s
     (within the minute: no line), image 12 takes 130 s, during which the log gets a line a minute."""
     clock, out = Clock(), io.StringIO()
@@ -56,7 +74,8 @@ def test_log_file_gets_a_line_per_image_at_most_one_per_interval_and_a_summary()
     job.image_done(12, 130.0)
     job.close()
     job.close()  # once only
-    lines = log_lines(out.getvalue())
+    assert out.getvalue() == ""  # the lines are logged; the stream only ever gets a bar
+    lines = messages(progress_log)
     assert len(lines) == 4, lines
     assert "images 3/5 (image 10: 2.0 s)  draws 100/300  50.0 draws/s  ETA 0:00:04" in lines[0]
     assert "images 4/5  draws 2" in lines[1] and "image 11" not in lines[1]  # 62 s: the minute after the first line
@@ -66,7 +85,7 @@ def test_log_file_gets_a_line_per_image_at_most_one_per_interval_and_a_summary()
     assert "GPU" not in lines[3] or torch.cuda.is_available()
 
 
-def test_summary_names_the_gpu_memory_high_water_mark(monkeypatch):
+def test_summary_names_the_gpu_memory_high_water_mark(monkeypatch, progress_log):
     """Where the job used a GPU, the summary gives PyTorch's peak over the devices (a stand-in torch here)."""
     gib = 2**30
     peaks = {0: (1 * gib, 2 * gib), 1: (int(1.5 * gib), int(1.75 * gib))}
@@ -79,36 +98,38 @@ def test_summary_names_the_gpu_memory_high_water_mark(monkeypatch):
     job = JobProgress(1, 10, stream=out, clock=Clock())
     job.image_done(0, 3.0)
     job.close()
-    assert out.getvalue().splitlines()[-1].endswith(
+    assert messages(progress_log)[-1].endswith(
         "3.0 s per image, 0:00:00 in all, GPU memory high-water mark 1.50 GiB allocated, 2.00 GiB reserved")
 
 
-def test_nothing_to_do_and_silent_jobs():
+def test_nothing_to_do_and_silent_jobs(progress_log):
     out = io.StringIO()
     job = JobProgress(4, 10, stream=out, clock=Clock())
     job.skipped(4)
     job.close()
-    (summary,) = log_lines(out.getvalue())
-    assert "job summary: 0 images certified, 4 skipped as already done, no image, 0:00:00 in all" in summary
+    (summary,) = messages(progress_log)
+    assert summary == "job summary: 0 images certified, 4 skipped as already done, no image, 0:00:00 in all"
     quiet = JobProgress(4, 10, stream=None)
     quiet.draws(10)
     quiet.image_done(0, 1.0)
     quiet.close()  # writes nothing, fails nothing
+    assert messages(progress_log) == []
 
 
-def test_interval_zero_reports_every_image():
+def test_interval_zero_reports_every_image(progress_log):
     out = io.StringIO()
     job = JobProgress(3, 10, stream=out, interval=0.0, clock=Clock())
     for image in range(3):
         job.image_done(image, 1.0)
     job.close()
-    lines = log_lines(out.getvalue())
+    lines = messages(progress_log)
     assert [f"(image {i}: 1.0 s)" in line for i, line in enumerate(lines[:3])] == [True] * 3
     assert "3 images certified" in lines[3]
 
 
-def test_terminal_gets_a_tqdm_bar():
-    """On a pseudo-terminal the bar is picked by itself: images, draws, draws/s and ETA, then the summary."""
+def test_terminal_gets_a_tqdm_bar(progress_log):
+    """On a pseudo-terminal the bar is picked by itself: images, draws, draws/s and ETA; no progress lines, then the
+    summary (logged)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
     stream = os.fdopen(slave, "w")
@@ -131,10 +152,11 @@ def test_terminal_gets_a_tqdm_bar():
             break
         text += chunk
     os.close(master)
-    text = text.decode().replace("\r\n", "\n")  # the terminal's line ends
-    bar, summary = text.rstrip("\n").rsplit("\n", 1)
+    bar = text.decode().replace("\r\n", "\n")  # the terminal's line ends
     assert "\r" in bar and "images 3/3" in bar and "2.00k/2.00k" in bar and "draws/s" in bar
     assert re.search(r"\[\d\d:\d\d<\d\d:\d\d", bar)  # elapsed < ETA
+    assert "job summary" not in bar
+    (summary,) = messages(progress_log)
     assert "job summary: 2 images certified, 1 skipped as already done, 0.5 s per image" in summary
 
 
@@ -175,6 +197,7 @@ def test_certify_job_log_shows_each_image_and_a_summary(models, tmp_path):
     # rerun: every image is in the store already
     (summary,) = log_lines(certify_log(models, tmp_path))
     assert "job summary: 0 images certified, 3 skipped as already done, no image" in summary
+    assert certify_log(models, tmp_path, "-q") == ""  # warnings and errors only
 
 
 def test_certify_job_log_at_the_default_interval(models, tmp_path):

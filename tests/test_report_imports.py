@@ -3,11 +3,15 @@ DensePure code's per-seed label files, each written by the test in its own forma
 
 import argparse
 import json
+import logging
+import re
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import tool_env
 
 from densepure import report
 from densepure.cli import report as report_cli
@@ -40,14 +44,15 @@ def _parser():
     return parser
 
 
-def test_import_cohen_log_and_rebuild_its_table_in_one_command(tmp_path, capsys):
+def test_import_cohen_log_and_rebuild_its_table_in_one_command(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="densepure")
     logs = [cohen_log(tmp_path / f"noise_{s}.tsv", ROWS) for s in ("0.25", "0.50")]
     args = _parser().parse_args([
         "import", "cohen", *map(str, logs), "--sigma", "0.25", "0.5", "--dataset", "cifar10", "--classifier",
         "resnet-110", "--method", "cohen", "--label", "RS (Cohen et al.)", "--out", str(tmp_path / "imported"),
         "--table", str(tmp_path / "tables")])
     assert report_cli.run_report(args) == 0
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "noise_0.25.tsv -> " in err and "5 images, cifar10/resnet-110/cohen sigma=0.25 (defaults: N0=100, " \
                                            "N=100000, alpha=0.001, b=1, K=1, precision=fp32)" in err
     rows = report.load_results([tmp_path / "imported"])
@@ -89,12 +94,14 @@ def test_imported_file_names():
         "sigma_0.25.tsv", "noise_0.50.tsv", "log.tsv", "x.y.tsv"]
 
 
-def test_carlini_running_total_is_detected_and_converted(tmp_path, capsys):
+def test_carlini_running_total_is_detected_and_converted(tmp_path, caplog):
     log = cohen_log(tmp_path / "carlini.tsv", ROWS, cumulative=True)
     assert pd.read_csv(log, sep="\t")["correct"].tolist() == [1, 2, 2, 2, 3]
     df = imports.read_cohen_log(log)
     assert df["correct"].astype(int).tolist() == [1, 1, 0, 0, 1]
-    assert "running total (as Carlini et al.'s certify.py writes it); converted" in capsys.readouterr().err
+    (record,) = [r for r in caplog.records if r.name == "densepure.report.imports"]
+    assert record.levelno == logging.WARNING
+    assert "running total (as Carlini et al.'s certify.py writes it); converted" in record.getMessage()
     # per-image values pass untouched; anything else is refused naming the row
     assert imports.read_cohen_log(cohen_log(tmp_path / "cohen.tsv", ROWS))["correct"].tolist() == ["1", "1", "0",
                                                                                                     "0", "1"]
@@ -177,3 +184,68 @@ def test_densepure_label_files_become_a_votes_store_that_aggregates(tmp_path):
     with pytest.raises(ValueError, match="missing label file .*-5-n0_predictions.npy"):
         imports.import_densepure_votes(prefix, seed0, tmp_path / "v2", {"dataset": "cifar10", "classifier": "c",
                                                                         "sigma": 0.25, "b": 10}, K=6)
+
+
+# --- through the command line, as a user types it --------------------------------------------------------------
+
+
+def densepure(*args, cwd) -> subprocess.CompletedProcess:
+    """``densepure ARGS`` in ``cwd``, stderr a pipe (so its messages are dated lines)."""
+    return subprocess.run(["densepure", *map(str, args)], cwd=cwd, env=tool_env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_import_names_every_missing_setting_key_of_every_log_at_once(tmp_path):
+    """Two logs lacking different keys: one line names both logs and all the keys each lacks, before anything is
+    read or written."""
+    for name in ("a.tsv", "b.tsv"):
+        cohen_log(tmp_path / name, ROWS)
+    (tmp_path / "b.tsv.yaml").write_text("classifier: c\nsigma: 0.25\n")
+    run = densepure("import", "cohen", "a.tsv", "b.tsv", "--dataset", "cifar10", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("densepure: error: 2 logs lack setting keys: a.tsv lacks classifier, method, sigma; "
+                                 "b.tsv lacks method; give --classifier --method --sigma or a sidecar"), run.stderr
+    assert not (tmp_path / "out").exists()
+    # one log: its keys, all at once
+    run = densepure("import", "cohen", "a.tsv", "--out", "out", cwd=tmp_path)
+    assert "a.tsv: the setting lacks dataset, classifier, method, sigma; give --dataset --classifier --method " \
+           "--sigma or a sidecar a.tsv.yaml" in run.stderr, run.stderr
+
+
+def test_import_names_every_impossible_setting_value_at_once(tmp_path):
+    cohen_log(tmp_path / "a.tsv", ROWS)
+    (tmp_path / "a.tsv.yaml").write_text("dataset: d\nclassifier: c\nmethod: m\nsigma: -1\nN0: 2.5\nN: many\n"
+                                         "alpha: 3\n")
+    run = densepure("import", "cohen", "a.tsv", "--out", "out", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    for phrase in ("sigma = -1 must be a noise level > 0", "N0 = 2.5 must be a whole number of draws >= 1",
+                   "N = 'many' is not a number", "alpha = 3 must lie in (0, 1)"):
+        assert phrase in run.stderr, (phrase, run.stderr)
+
+
+def test_import_logs_one_dated_line_per_log_and_quiet_silences_it(tmp_path):
+    cohen_log(tmp_path / "a.tsv", ROWS)
+    given = ["--dataset", "d", "--classifier", "c", "--method", "cohen", "--sigma", "0.25"]
+    run = densepure("import", "cohen", "a.tsv", *given, "--out", "out", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout == "out/a.tsv\n", run.stderr
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO densepure.report.imports: a.tsv -> out/a.tsv: 5 "
+                        r"images, d/c/cohen sigma=0.25 \(defaults: .*\)\n", run.stderr), run.stderr
+    for quiet in (["-q", "import"], ["import", "--quiet"]):
+        run = densepure(*quiet, "cohen", "a.tsv", *given, "--out", "out", cwd=tmp_path)
+        assert (run.returncode, run.stdout, run.stderr) == (0, "out/a.tsv\n", ""), run.stderr
+
+
+def test_votes_import_says_when_N0_leaves_no_estimation_draws(tmp_path):
+    """60 draws per seed: --N0 100 would leave N = -40; the message says so in the user's terms."""
+    rng = np.random.default_rng(0)
+    _reference_label_files(str(tmp_path / "p-"), [0], [3], seeds=2, N0=10, N=50, rng=rng)
+    cohen_log(tmp_path / "seed0", [(0, 3, 3, 0.1)])
+    common = ["import", "densepure-votes", "--predictions", "p-", "--labels", "seed0", "--dataset", "cifar10",
+              "--classifier", "c", "--sigma", "0.25", "--b", "2", "--votes-dir", "votes"]
+    run = densepure(*common, "--N0", "100", cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "--N0 100 leaves no estimation draws: the label files of image 0 hold 60 draws per seed" in run.stderr
+    assert "must be >= 1" not in run.stderr and not (tmp_path / "votes").exists()
+    run = densepure(*common, "--N0", "59", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "votes" / "setting.json").read_text())["N"] == 1

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 from pathlib import Path
 
 from densepure.cli.args import check_output_path, positive_int
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
@@ -87,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     check_output_path(Path(args.out), "--out")  # before minutes of training
     threads = args.threads or default_threads()
-    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  (the workflow logs stderr)
+    say = logger.info  # the workflow logs stderr
     start = time.perf_counter()
     if args.model == "classifier":
         say(f"training DigitsCNN: seed {args.seed}, {args.epochs} epochs, {threads} threads")

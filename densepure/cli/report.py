@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pandas as pd
 from densepure.cli.args import alpha_or_word, check_output_path, count_or_unknown, non_negative_float, positive_float, \
     positive_int
 from densepure.report.spec import default_spec
+
+logger = logging.getLogger(__name__)
 
 EPILOG_IMPORT = """\
 examples:
@@ -60,6 +63,10 @@ def register(subparsers) -> None:
                    help="table columns without --spec [0 0.25 0.5 0.75 1.0]")
     p.add_argument("--allow-missing", action="store_true",
                    help="leave settings of the spec without results out (with a warning) instead of failing")
+    p.add_argument("--style", choices=["compact", "full"], default="compact",
+                   help="Markdown, LaTeX and HTML cells: compact (the paired difference only where its 95%% interval "
+                        "excludes 0) or full (every difference with its interval); the CSV is always full "
+                        "[compact]")
     p.set_defaults(report_command="table", handler=run_report)
 
     p = subparsers.add_parser("figure", help="draw a figure artifact as PNG and PDF",
@@ -69,8 +76,12 @@ def register(subparsers) -> None:
     p.add_argument("--spec", help=SPEC_HELP + "; without it: every setting of the results as curves")
     _add_results(p)
     p.add_argument("--outdir", required=True, type=Path, help="output directory")
-    p.add_argument("--run", default="", help="run name for the figure's title")
+    p.add_argument("--run", default="", help="run name, written into the PNG's and PDF's metadata (not drawn)")
     p.add_argument("--allow-missing", action="store_true", help="draw without the settings that have no results")
+    p.add_argument("--bands", choices=["on", "off", "auto"],
+                   help="95%% bands of the curves (and error bars of K ablations): auto draws them where a panel "
+                        "has at most two curves whose bands overlap over at most half the radii [the spec's "
+                        "`bands`, else auto]")
     p.set_defaults(report_command="figure", handler=run_report)
 
     p = subparsers.add_parser("compare", help="compare reproduced cells with the paper's numbers",
@@ -142,8 +153,9 @@ def register(subparsers) -> None:
     v.add_argument("--diffusion", default="imported", help="diffusion model name [imported]")
     v.add_argument("--sigma", required=True, type=float)
     v.add_argument("--b", required=True, type=int, help="reverse steps of the run")
-    v.add_argument("--K", type=int, help="seeds to stack [all consecutive seeds found from 0]")
-    v.add_argument("--N0", type=int, default=100, help="selection draws [100]")
+    v.add_argument("--K", type=positive_int, help="seeds to stack [all consecutive seeds found from 0]")
+    v.add_argument("--N0", type=positive_int, default=100, help="selection draws (the rest of each label file's "
+                                                                  "draws are the N estimation draws) [100]")
     v.set_defaults(report_command="import", handler=run_report)
 
     p = subparsers.add_parser("export", help="one JSON of a run's results for a leaderboard",
@@ -210,8 +222,8 @@ def _table(args) -> list[Path]:
         kwargs["paper_csv"] = args.paper
     table = table_artifact(results, spec, args.artifact, **kwargs)
     if table.provenance:
-        print(f"densepure: warning: {table.provenance}", file=sys.stderr)
-    paths = write_table(table, args.artifact, args.outdir)
+        logger.warning(table.provenance)
+    paths = write_table(table, args.artifact, args.outdir, style=args.style)
     _warn_incomplete(table.cells)
     return paths
 
@@ -284,7 +296,8 @@ def _figure(args) -> list[Path]:
     spec = load_spec(args.spec, args.artifact) if args.spec else None
     results = _load(args)
     spec = spec or curves_spec(results)
-    paths = write_figure(results, spec, args.artifact, args.outdir, run=args.run, allow_missing=args.allow_missing)
+    paths = write_figure(results, spec, args.artifact, args.outdir, run=args.run, allow_missing=args.allow_missing,
+                         bands=args.bands)
     _warn_incomplete(pd.read_csv(paths[-1]))
     return paths
 
@@ -321,4 +334,4 @@ def _warn_incomplete(cells: pd.DataFrame) -> None:
     from densepure.report.tables import incomplete_settings
 
     for line in incomplete_settings(cells):
-        print(f"warning: {line}", file=sys.stderr)
+        logger.warning(line)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+
+logger = logging.getLogger(__name__)
 
 EPILOG_THEORY = """\
 examples (SPEC is a config file with a `theory` section, e.g. the workflow's work/<run>/config.effective.yaml):
   densepure theory thm31 --spec SPEC --csv thm31.csv --md thm31.md
   densepure theory fig2 --spec SPEC --png fig2.png --pdf fig2.pdf --csv fig2_data.csv
+  densepure theory fig2 --spec SPEC --png fig2.png          # any of its three outputs, at least one
   densepure theory radius --spec SPEC --csv r.csv --md r.md --png r.png --pdf r.pdf
 """
 
@@ -26,11 +29,12 @@ def register(sub) -> None:
     q.add_argument("--csv", required=True)
     q.add_argument("--md", required=True)
     q = artifacts.add_parser("fig2", help="Theorem 3.3 / Figure 2: robust region, sub-regions, r and r_sub "
-                             "(figure + data)")
+                             "(figure + data)", description="Theorem 3.3 / Figure 2 on the exact model; writes "
+                             "each output given (at least one of --png, --pdf, --csv).")
     q.add_argument("--spec", required=True, help="config YAML with a `theory` section")
-    q.add_argument("--png", required=True)
-    q.add_argument("--pdf", required=True)
-    q.add_argument("--csv", required=True, help="the plotted numbers")
+    q.add_argument("--png", help="the figure as PNG")
+    q.add_argument("--pdf", help="the figure as PDF")
+    q.add_argument("--csv", help="the plotted numbers")
     q = artifacts.add_parser("radius", help="certified radius: DensePure majority vote vs one-shot posterior mean")
     q.add_argument("--spec", required=True, help="config YAML with a `theory` section")
     for name in ("csv", "md", "png", "pdf"):
@@ -40,6 +44,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``densepure theory {thm31,fig2,radius}``: write one artifact from the `theory` section of ``args.spec``."""
+    if args.theory_command == "fig2" and not (args.png or args.pdf or args.csv):
+        raise ValueError("theory fig2 writes nothing: give at least one of --png, --pdf, --csv")
     import torch
 
     from densepure.report.theory import fig2_outputs, radius_outputs, theory_settings, thm31_outputs
@@ -49,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
         settings = theory_settings(args.spec)
         if args.theory_command == "thm31":
             for row in thm31_outputs(settings, args.csv, args.md):
-                print(f"sigma {row['sigma']:g} b {row['b']:4d}: tv {row['tv']:.4f} std_ratio {row['std_ratio']:.3f} "
-                      f"p {row['p']:.2g}", file=sys.stderr)
+                logger.info(f"sigma {row['sigma']:g} b {row['b']:4d}: tv {row['tv']:.4f} std_ratio "
+                            f"{row['std_ratio']:.3f} p {row['p']:.2g}")
         elif args.theory_command == "fig2":
             num = fig2_outputs(settings, args.png, args.pdf, args.csv)
-            print(f"sigma_t {num['sigma_t']:.4f}: r {num['r']:.4f}, r_sub {num['r_sub']:.4f}", file=sys.stderr)
+            logger.info(f"sigma_t {num['sigma_t']:.4f}: r {num['r']:.4f}, r_sub {num['r_sub']:.4f}")
         else:
             radius_outputs(settings, args.csv, args.md, args.png, args.pdf)
     except (KeyError, OSError) as err:  # a missing setting or an unreadable spec: one line, like a ValueError

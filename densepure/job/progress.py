@@ -1,20 +1,24 @@
 """Progress of a long certification job, for a person at a terminal and for a person reading its log file.
 
 On a terminal (the stream is a tty) a tqdm bar over the job's draws shows the images done, the draws, draws per
-second and the ETA. In a log file (a Slurm job's stderr, say) the job writes dated lines instead: one when an image
-is finished and, while one image takes long, one every ``interval`` seconds, but never more than one line per
-``interval`` (the first finished image is reported at once); so a 15-hour job's log shows where it is without
-growing by megabytes. :meth:`JobProgress.close` writes one summary line: images done, images skipped as already
-done, seconds per image, and the GPU memory high-water mark where a GPU was used.
+second and the ETA. In a log file (a Slurm job's stderr, say) the job logs lines instead (INFO messages of this
+module's logger, which the command line writes as dated lines): one when an image is finished and, while one image
+takes long, one every ``interval`` seconds, but never more than one line per ``interval`` (the first finished image
+is reported at once); so a 15-hour job's log shows where it is without growing by megabytes.
+:meth:`JobProgress.close` logs one summary line: images done, images skipped as already done, seconds per image,
+and the GPU memory high-water mark where a GPU was used.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import sys
 import time
 from typing import Callable, TextIO
+
+logger = logging.getLogger(__name__)
 
 
 def gpu_memory_peak() -> tuple[int, int] | None:
@@ -32,7 +36,8 @@ def _duration(seconds: float) -> str:
 
 
 class JobProgress:
-    """Reports a job of ``images_total`` images of ``draws_per_image`` draws each to ``stream`` (None: silent).
+    """Reports a job of ``images_total`` images of ``draws_per_image`` draws each: a bar on ``stream``, or lines
+    to this module's logger (``stream`` None: silent).
 
     Call :meth:`skipped` for images found already done, :meth:`draws` as draws are computed, :meth:`image_done`
     for each finished image and :meth:`close` at the end (also as a context manager). ``bar``: None picks the bar
@@ -77,7 +82,7 @@ class JobProgress:
             self._line(f" (image {image_id}: {seconds:.1f} s)")
 
     def close(self) -> None:
-        """Write the summary line (once)."""
+        """Log the summary line (once)."""
         if self._closed:
             return
         self._closed = True
@@ -105,7 +110,7 @@ class JobProgress:
     def summary(self) -> str:
         elapsed = self.clock() - self.start
         per_image = f"{self.image_seconds / self.images_done:.1f} s per image" if self.images_done else "no image"
-        text = (f"{self._stamp()}  job summary: {self.images_done} images certified, {self.images_skipped} skipped as "
+        text = (f"job summary: {self.images_done} images certified, {self.images_skipped} skipped as "
                 f"already done, {per_image}, {_duration(elapsed)} in all")
         peak = gpu_memory_peak()
         if peak is not None:
@@ -122,7 +127,7 @@ class JobProgress:
         self.last_line = now
         rate = self.draws_done / (now - self.start) if now > self.start else 0.0
         eta = (self.draws_total - self.draws_done) / rate if rate > 0 else math.inf
-        self._write(f"{self._stamp()}  {self._images_text()}{detail}  draws {self.draws_done:,.0f}/{self.draws_total:,}"
+        self._write(f"{self._images_text()}{detail}  draws {self.draws_done:,.0f}/{self.draws_total:,}"
                     f"  {rate:,.1f} draws/s  ETA {_duration(eta)}")
 
     def _update_bar(self) -> None:
@@ -133,10 +138,6 @@ class JobProgress:
                              dynamic_ncols=True, desc=self._images_text())
         self._bar.update(int(self.draws_done + 1e-6) - self._bar.n)  # thirds of a draw add up to whole ones
 
-    def _write(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
     @staticmethod
-    def _stamp() -> str:
-        return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    def _write(text: str) -> None:
+        logger.info(text)

@@ -15,13 +15,15 @@ A file already at the output path is not downloaded again if it matches its dige
 from __future__ import annotations
 
 import fcntl
+import logging
 import re
-import sys
 import tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from densepure.files.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "sha256-prefix:"
 _DIGEST = re.compile(rf"^([0-9a-f]{{64}}|{PREFIX}[0-9a-f]{{6,63}})$")
@@ -136,5 +138,5 @@ def download(url: str, out: str | Path, lock: str | Path, name: str | None = Non
                                 f"{lock}; the file was removed")
         record_digest(lock, name, digest)
         if progress:
-            print(f"{name}: sha256 {digest} recorded in {lock} (commit it)", file=sys.stderr)
+            logger.info(f"{name}: sha256 {digest} recorded in {lock} (commit it)")
     return digest

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import datetime
 import glob
+import logging
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from densepure.job.results import SETTING_COLUMNS, TSV_COLUMNS
 from densepure.models.download import sha256
 from densepure.report.accuracy import largest_radius
 from densepure.report.labels import METHOD_LABELS
+
+logger = logging.getLogger(__name__)
 
 COHEN_COLUMNS = ["idx", "label", "predict", "radius", "correct"]
 # locuslab/smoothing certify.py defaults, used where neither the command line nor a sidecar gives a value
@@ -57,17 +59,36 @@ def read_sidecar(path: str | Path) -> dict:
     return data
 
 
-def log_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> tuple[dict, list[str]]:
-    """The setting of one log: ``given`` (command line) over the sidecar (``sidecar``, else ``<log>.yaml`` when it
-    exists) over Cohen et al.'s defaults. Returns it and the names of the defaults used. ValueError for a missing
-    required key or a method without a display label."""
+REQUIRED_FIELDS = ("dataset", "classifier", "method", "sigma")  # no default: given, or in a sidecar
+
+
+def missing_fields(setting: dict) -> list[str]:
+    """The :data:`REQUIRED_FIELDS` that ``setting`` lacks, in that order."""
+    return [k for k in REQUIRED_FIELDS if k not in setting]
+
+
+def missing_text(log: Path, missing: list[str]) -> str:
+    """``<log>: the setting lacks dataset, sigma; give --dataset --sigma or a sidecar <log>.yaml``."""
+    return (f"{log}: the setting lacks {', '.join(missing)}; give --{' --'.join(missing)} or a sidecar "
+            f"{log.name}.yaml")
+
+
+def given_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> dict:
+    """``given`` (command line, None meaning not given) over the sidecar (``sidecar``, else ``<log>.yaml`` when it
+    exists)."""
     if sidecar is None and log.with_name(log.name + ".yaml").is_file():
         sidecar = log.with_name(log.name + ".yaml")
-    setting = {**(read_sidecar(sidecar) if sidecar else {}), **{k: v for k, v in given.items() if v is not None}}
-    missing = [k for k in ("dataset", "classifier", "method", "sigma") if k not in setting]
+    return {**(read_sidecar(sidecar) if sidecar else {}), **{k: v for k, v in given.items() if v is not None}}
+
+
+def log_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> tuple[dict, list[str]]:
+    """The setting of one log: ``given`` (command line) over the sidecar (``sidecar``, else ``<log>.yaml`` when it
+    exists) over Cohen et al.'s defaults. Returns it and the names of the defaults used. ValueError naming every
+    missing required key (:func:`missing_fields`)."""
+    setting = given_setting(log, given, sidecar)
+    missing = missing_fields(setting)
     if missing:
-        raise ValueError(f"{log}: the setting lacks {', '.join(missing)}; give --{' --'.join(missing)} or a sidecar "
-                         f"{log.name}.yaml")
+        raise ValueError(missing_text(log, missing))
     used = [k for k in COHEN_DEFAULTS if k not in setting]
     setting = {**COHEN_DEFAULTS, **setting}
     if not setting.get("label") and setting["method"] not in METHOD_LABELS:
@@ -75,9 +96,9 @@ def log_setting(log: Path, given: dict, sidecar: str | Path | None = None) -> tu
     return setting, used
 
 
-def read_cohen_log(path: str | Path, warn=None) -> pd.DataFrame:
+def read_cohen_log(path: str | Path) -> pd.DataFrame:
     """A log in Cohen et al.'s format as a frame (text columns kept as written). A cumulative ``correct`` column
-    (Carlini et al.'s ``certify.py``) is converted to per-image values with a warning on ``warn``. ValueError for a
+    (Carlini et al.'s ``certify.py``) is converted to per-image values with a logged warning. ValueError for a
     missing column or a ``correct`` column that is neither per image nor cumulative."""
     path = Path(path)
     if not path.is_file():
@@ -109,8 +130,8 @@ def read_cohen_log(path: str | Path, warn=None) -> pd.DataFrame:
             raise ValueError(f"{path}: row {row + 1} (idx {df['idx'].iloc[row]}) has correct = {correct[row]} but "
                              "predict == label is {}, and the column is not a running total either".format(
                                  bool(expected[row])))
-        print(f"warning: {path}: the correct column is a running total (as Carlini et al.'s certify.py writes it); "
-              "converted to one value per image", file=warn or sys.stderr)
+        logger.warning(f"{path}: the correct column is a running total (as Carlini et al.'s certify.py writes it); "
+                       "converted to one value per image")
         df["correct"] = steps.astype(str)
     if "time" not in df.columns:
         df["time"] = str(datetime.timedelta(0))
@@ -209,23 +230,44 @@ def check_log_values(df: pd.DataFrame, path: Path) -> None:
                          "a certified radius is >= 0")
 
 
-def check_setting_values(setting: dict, path: Path) -> None:
-    """ValueError naming a setting value no certification can have: sigma not a positive number, N0 or N not a
-    positive integer, alpha outside (0, 1)."""
-    def number(key):
-        try:
-            return float(setting[key])
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: {key} = {setting[key]!r} is not a number") from None
+RULES = {"sigma": "must be a noise level > 0", "N0": "must be a whole number of draws >= 1 (or unknown)",
+         "N": "must be a whole number of draws >= 1 (or unknown)", "alpha": "must lie in (0, 1) (or infer, or unknown)"}
 
-    sigma = number("sigma")
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"{path}: sigma = {setting['sigma']} must be a noise level > 0")
+
+def _number(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def setting_problems(setting: dict) -> list[str]:
+    """Every setting value no certification can have: sigma not a noise level > 0, N0 or N not a whole number of
+    draws >= 1 (N may be unknown), alpha outside (0, 1) (or infer, or unknown); a value that is no number says so."""
+    problems = []
+
+    def bad(key, rule, allowed=()):
+        value = setting[key]
+        if value in allowed:
+            return
+        number = _number(value)
+        if number is None:
+            problems.append(f"{key} = {value!r} is not a number")
+        elif not rule(number):
+            problems.append(f"{key} = {value} {RULES[key]}")
+
+    bad("sigma", lambda v: math.isfinite(v) and v > 0)
     for key in ("N0", "N"):
-        if setting[key] != UNKNOWN and not (number(key) >= 1 and number(key) == int(number(key))):
-            raise ValueError(f"{path}: {key} = {setting[key]} must be a whole number of draws >= 1 (or unknown)")
-    if setting["alpha"] not in (UNKNOWN, INFER) and not 0 < number("alpha") < 1:
-        raise ValueError(f"{path}: alpha = {setting['alpha']} must lie in (0, 1) (or infer, or unknown)")
+        bad(key, lambda v: v >= 1 and v == int(v), (UNKNOWN,))
+    bad("alpha", lambda v: 0 < v < 1, (UNKNOWN, INFER))
+    return problems
+
+
+def check_setting_values(setting: dict, path: Path) -> None:
+    """ValueError naming, in one line, every setting value no certification can have (:func:`setting_problems`)."""
+    problems = setting_problems(setting)
+    if problems:
+        raise ValueError(f"{path}: {'; '.join(problems)}")
 
 
 def cohen_rows(df: pd.DataFrame, setting: dict, source: str, digest: str = "", notes: list[str] = ()) -> pd.DataFrame:
@@ -271,11 +313,11 @@ class ImportedLog:
     notes: list[str]
 
 
-def read_import(path: Path, name: Path, given: dict, sidecar, warn) -> ImportedLog:
+def read_import(path: Path, name: Path, given: dict, sidecar) -> ImportedLog:
     """Read and check one log with its setting (:func:`log_setting`); nothing is written."""
     setting, used = log_setting(path, given, sidecar)
     check_setting_values(setting, path)
-    df = read_cohen_log(path, warn=warn)
+    df = read_cohen_log(path)
     check_log_values(df, path)
     notes = check_radii(df, setting, path)
     source = setting.pop("source", None) or f"import:cohen:{name.with_name(path.name).as_posix()}"
@@ -372,11 +414,32 @@ def pattern_setting(given: dict, fields: dict[str, str], path: Path) -> dict:
     return out
 
 
+def check_settings_complete(per_log: list[tuple[Path, dict]], sidecar: str | Path | None = None) -> None:
+    """Before any log is read: ValueError naming, in one line, every log whose setting lacks required keys and all
+    the keys each lacks (logs lacking the same keys are named together)."""
+    lacking: dict[tuple[str, ...], list[Path]] = {}
+    for path, given in per_log:
+        missing = missing_fields(given_setting(path, given, sidecar))
+        if missing:
+            lacking.setdefault(tuple(missing), []).append(path)
+    if not lacking:
+        return
+    if len(lacking) == 1 and len(next(iter(lacking.values()))) == 1:
+        (missing, (path,)), = lacking.items()
+        raise ValueError(missing_text(path, list(missing)))
+    parts = [f"{', '.join(map(str, paths))} lack{'s' if len(paths) == 1 else ''} {', '.join(missing)}"
+             for missing, paths in lacking.items()]
+    options = " --".join(dict.fromkeys(k for missing in lacking for k in missing))
+    raise ValueError(f"{len(sum(lacking.values(), []))} logs lack setting keys: {'; '.join(parts)}; give --{options} "
+                     f"or a sidecar <log>.yaml next to each")
+
+
 def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float] | None = None,
-                 sidecar: str | Path | None = None, log=None, pattern: str | None = None) -> list[Path]:
+                 sidecar: str | Path | None = None, pattern: str | None = None) -> list[Path]:
     """Import each log (one ``--sigma`` for all, or one per log), or every file matching ``pattern``
     (:func:`pattern_logs`, its fields filling the setting), into ``outdir`` (:func:`output_names`), all or nothing;
-    re-importing the same logs changes nothing."""
+    re-importing the same logs changes nothing. Logs whose setting lacks required keys are named all at once
+    (:func:`check_settings_complete`) before any is read; one line per imported log is logged."""
     logs = list(dict.fromkeys(Path(p) for p in logs))
     found = pattern_logs(pattern) if pattern else []
     if sigmas and len(sigmas) not in (1, len(logs)):
@@ -390,19 +453,21 @@ def import_cohen(logs: list[Path], outdir: Path, given: dict, sigmas: list[float
         per_log.append((path, {**given, **({"sigma": sigma} if sigma is not None else {})}))
     per_log += [(path, pattern_setting(given, fields, path)) for path, fields in found if path not in logs]
     paths = [path for path, _ in per_log]
-    log = log or sys.stderr
-    items = [read_import(path, name, setting, sidecar, log)
+    check_settings_complete(per_log, sidecar)
+    items = [read_import(path, name, setting, sidecar)
              for (path, setting), name in zip(per_log, output_names(paths))]
-    return report_imports(items, write_imports(items, outdir), log)
+    return report_imports(items, write_imports(items, outdir))
 
 
-def report_imports(items: list[ImportedLog], done: list[tuple[Path, str]], log) -> list[Path]:
+def report_imports(items: list[ImportedLog], done: list[tuple[Path, str]]) -> list[Path]:
+    """Log one line per log: where it went (or that it was unchanged), its images, setting and notes; returns the
+    written paths."""
     for item, (out, status) in zip(items, done):
         s = item.setting
         note = f" (defaults: {', '.join(f'{k}={s[k]}' for k in item.defaults)})" if item.defaults else ""
         extra = "".join(f"; {n}" for n in item.notes)
-        print(f"{item.path} -> {out}{'' if status == 'written' else ' (unchanged)'}: {len(item.rows)} images, "
-              f"{s['dataset']}/{s['classifier']}/{s['method']} sigma={s['sigma']}{note}{extra}", file=log)
+        logger.info(f"{item.path} -> {out}{'' if status == 'written' else ' (unchanged)'}: {len(item.rows)} images, "
+                    f"{s['dataset']}/{s['classifier']}/{s['method']} sigma={s['sigma']}{note}{extra}")
     return [out for out, _ in done]
 
 
@@ -451,17 +516,24 @@ def stacked_votes(prefix: str, image_id: int, K: int) -> np.ndarray:
     return np.stack(columns, axis=1).astype(np.int64)
 
 
-def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setting: dict, K: int | None = None,
-                           log=None) -> Path:
+def check_selection_draws(N0: int, rows: int, image_id: int) -> None:
+    """ValueError when ``N0`` selection draws leave no estimation draw among the ``rows`` draws (N0 + N) of an
+    image's label files: N = rows - N0 must be >= 1."""
+    if N0 >= rows:
+        raise ValueError(f"--N0 {N0} leaves no estimation draws: the label files of image {image_id} hold {rows} "
+                         f"draws per seed in all (N0 + N); give an --N0 below {rows}")
+
+
+def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setting: dict,
+                           K: int | None = None) -> Path:
     """Stack the official code's per-seed label files of every image of ``labels_log`` (a certify output of any
     seed: its idx and label columns) into a votes store in ``votes_dir``, with the setting ``setting`` (dataset,
-    classifier, sigma, b, N0, N, ...; K = the seeds found, or ``K``)."""
+    classifier, sigma, b, N0, N, ...; K = the seeds found, or ``K``; N = the draws of the files less N0)."""
     from densepure.job.results import Setting
     from densepure.job.votes import VotesStore
     from densepure.models.datasets import NUM_CLASSES
 
-    log = log or sys.stderr
-    df = read_cohen_log(labels_log, warn=log)
+    df = read_cohen_log(labels_log)
     check_log_values(df, labels_log)
     ids, labels = df["idx"].astype(int).tolist(), df["label"].astype(int).tolist()
     K = K or seeds_present(prefix, ids[0])
@@ -471,6 +543,7 @@ def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setti
         raise ValueError(f"dataset {setting['dataset']!r} is not one of {', '.join(NUM_CLASSES)}")
     first = stacked_votes(prefix, ids[0], K)
     N0 = int(setting.get("N0", 100))
+    check_selection_draws(N0, first.shape[0], ids[0])
     votes_setting = Setting(dataset=setting["dataset"], diffusion=setting.get("diffusion", "imported"),
                             classifier=setting["classifier"], sigma=float(setting["sigma"]), b=int(setting["b"]),
                             K=K, N0=N0, N=first.shape[0] - N0, seed=int(setting.get("seed", 0)),
@@ -480,5 +553,5 @@ def import_densepure_votes(prefix: str, labels_log: Path, votes_dir: Path, setti
                        rows=first.shape[0])
     for image_id, label in zip(ids, labels):
         store.write(image_id, stacked_votes(prefix, image_id, K), label, extra={"source": str(labels_log)})
-    print(f"{votes_dir}: votes of {len(ids)} images, K = {K} seeds, N0 = {N0}, N = {first.shape[0] - N0}", file=log)
+    logger.info(f"{votes_dir}: votes of {len(ids)} images, K = {K} seeds, N0 = {N0}, N = {first.shape[0] - N0}")
     return votes_dir
