@@ -15,6 +15,7 @@ import yaml
 from densepure.cli import estimate as estimate_cli
 from densepure.plan import estimate as est
 from densepure.plan import rates as plan_rates
+from densepure.plan import shares
 from densepure.plan import validation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,15 +152,18 @@ def test_cli_text_and_csv(tmp_path, rates):
         10.3 / 3600, abs=1e-4)
 
 
-def test_paper_estimate_warns_when_one_image_outlasts_the_job_time_limit(tmp_path):
+def test_paper_estimate_warns_when_one_image_outlasts_the_job_time_limit(tmp_path, monkeypatch):
+    """The time limit is the workflow profile's (profiles/default/profile.yaml, read from the current directory as
+    Snakemake reads it)."""
     code, text = run(["--configfile", str(REPO / "config" / "paper.yaml"), "--no-savings"])
-    assert code == 0 and "total" in text and "more than resources.certify.runtime" not in text
-    config = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    config["resources"]["certify"]["runtime"] = 720  # 12 h: shorter than one ImageNet image at K = 40, b = 10
-    short = tmp_path / "short.yaml"
-    short.write_text(yaml.safe_dump(config))
-    code, text = run(["--configfile", str(short), "--no-savings"])
-    assert code == 0 and "more than resources.certify.runtime (720 min)" in text
+    assert code == 0 and "total" in text and "more than set-resources.certify.runtime" not in text
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "profile.yaml").read_text())
+    profile["set-resources"]["certify"]["runtime"] = 720  # 12 h: shorter than one ImageNet image at K = 40, b = 10
+    (tmp_path / "profiles" / "default").mkdir(parents=True)
+    (tmp_path / "profiles" / "default" / "profile.yaml").write_text(yaml.safe_dump(profile))
+    monkeypatch.chdir(tmp_path)
+    code, text = run(["--configfile", str(REPO / "config" / "paper.yaml"), "--no-savings"])
+    assert code == 0 and "more than set-resources.certify.runtime (720 min)" in text
     assert "checkpoint" in text  # such an image still finishes, over several runs of its job
 
 
@@ -175,7 +179,7 @@ def test_savings_estimate_from_stated_assumptions_and_from_finished_votes(tmp_pa
     assert ratio >= 2.0, ratio  # the issue's target for the paper's grid
     config = validation.load_config(tiny_config(tmp_path))
     store = next(s for s in grid.settings(config) if not s.key.one_shot)
-    votes = VotesStore(tmp_path / "votes" / store.name, {"K": 3})
+    votes = VotesStore(tmp_path / "votes" / store.name, shares.planned_setting(config, store))
     labels = np.zeros((100, 3), dtype=int)
     labels[:, 1:] = -1
     labels[50:] = -1
@@ -185,6 +189,84 @@ def test_savings_estimate_from_stated_assumptions_and_from_finished_votes(tmp_pa
     stores = {r["store"]: r for r in csv.DictReader(io.StringIO(text))}
     dense = stores[store.name]
     assert float(dense["draws"]) == pytest.approx(50) and float(dense["unet_per_draw"]) == pytest.approx(1 + 3)
+
+
+def test_the_planned_setting_is_what_the_workflow_certify_job_records(tmp_path):
+    """`--from-votes` compares each store's setting.json with :func:`shares.planned_setting`: every key of it is
+    what the certify command line the workflow runs for that store (grid.certify_arguments, read by the real
+    parser) records, for the stores' own jobs and the one-shot stores DensePure jobs fill."""
+    import shlex
+
+    from densepure.cli.certify import setting_from_args
+    from densepure.cli.main import build_parser
+    from densepure.job.assemble import one_shot_setting
+    from densepure.plan import grid
+
+    checked, parser = 0, build_parser()
+    for path in (tiny_config(tmp_path), "default", "paper"):
+        config = validation.load_config(path)
+        for store in grid.settings(config):
+            if not grid.job_shards(config, store):
+                continue  # a one-shot store DensePure jobs fill: checked with its provider below
+            argv = shlex.split(grid.certify_arguments(config, store.name, 0))
+            args = parser.parse_args(["certify", *argv, "--votes-dir", "v", "--out", "o.tsv"])
+            recorded = setting_from_args(args)
+            written = [(store, recorded)]
+            provided = grid.provided_one_shot(config, store)
+            if provided:
+                written.append((provided[0], one_shot_setting(recorded)))
+            for planned_store, setting in written:
+                planned = shares.planned_setting(config, planned_store)
+                assert {key: setting.as_dict()[key] for key in planned} == planned, planned_store.name
+                checked += 1
+    assert checked >= 20
+
+
+def from_votes(config: str | Path, votes: Path, caplog) -> tuple[dict[str, str], list[str]]:
+    """Where the shares of each store come from with `--from-votes votes`, and the warning lines logged."""
+    caplog.clear()
+    found = shares.store_shares(validation.load_config(config), votes)
+    return {name: s.source for name, s in found.items()}, [r.getMessage() for r in caplog.records]
+
+
+def test_from_votes_skips_a_store_of_another_setting_in_the_configs_folder(tmp_path, caplog):
+    """The embedded default's stored votes measure all 7 stores without a warning; a store of sigma 0.5 copied into
+    the folder of the sigma 0.25 store is skipped with one warning naming it and sigma (it takes the mean of the
+    measured stores of its kind instead), and a folder of the config holding junk is named too."""
+    import shutil
+
+    expected = REPO / "tests" / "expected" / "default" / "votes"
+    sources, warnings = from_votes("default", expected, caplog)
+    assert warnings == [] and set(sources.values()) == {"measured"} and len(sources) == 7, warnings
+    votes = tmp_path / "votes" / "digits" / "digits-cnn"
+    votes.parent.mkdir(parents=True)
+    shutil.copytree(expected / "digits" / "digits-cnn", votes)
+    shutil.rmtree(votes / "densepure-sigma0.25-b5-K10")
+    shutil.copytree(votes / "densepure-sigma0.5-b5-K10", votes / "densepure-sigma0.25-b5-K10")
+    shutil.rmtree(votes / "densepure-sigma1-b5-K10")
+    (votes / "densepure-sigma1-b5-K10").mkdir()
+    (votes / "densepure-sigma1-b5-K10" / "notes.txt").write_text("not votes\n")
+    sources, warnings = from_votes("default", tmp_path / "votes", caplog)
+    assert len(warnings) == 2, warnings
+    assert "densepure-sigma0.25-b5-K10: holds votes of another setting" in warnings[0]
+    assert "(sigma: 0.5 there, 0.25 in the config)" in warnings[0]
+    assert "densepure-sigma1-b5-K10: not a readable votes store" in warnings[1]
+    assert sources["digits/digits-cnn/densepure-sigma0.25-b5-K10"] == "alike"
+    assert sources["digits/digits-cnn/densepure-sigma1-b5-K10"] == "alike"
+    assert sources["digits/digits-cnn/densepure-sigma0.5-b5-K10"] == "measured"
+
+
+def test_from_votes_without_a_store_of_the_config_warns_and_a_missing_folder_is_an_error(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.npz").write_bytes(b"junk")
+    for folder in ("empty", "junk"):
+        sources, warnings = from_votes("default", tmp_path / folder, caplog)
+        assert len(warnings) == 1 and f"--from-votes {tmp_path / folder}: no finished votes store" in warnings[0]
+        assert set(sources.values()) == {"assumed"}
+    for missing, phrase in ((tmp_path / "nowhere", "no such folder"), (tmp_path / "junk" / "a.npz", "not a folder")):
+        with pytest.raises(ValueError, match=f"--from-votes {missing}: {phrase}"):
+            shares.store_shares(validation.load_config("default"), missing)
 
 
 def test_rates_file_errors(tmp_path):

@@ -4,15 +4,19 @@ commands add their rows here."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from densepure.cli.main import main
+from densepure.files import resources
 
 SHARDS = Path(__file__).parent / "expected/default/shards"
-STORE = Path(__file__).parent / "expected/default/votes/digits/digits-cnn/onestep-sigma0.25-b1-K1"
+STORES = Path(__file__).parent / "expected/default/votes/digits/digits-cnn"
+STORE = STORES / "onestep-sigma0.25-b1-K1"
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 
 
@@ -39,6 +43,23 @@ def files(tmp: Path) -> None:
     (tmp / "labels0.tsv").write_text(HEADER + "0\t3\t3\t0.5\t1\t0:00:01\n")
     (tmp / "labels1.tsv").write_text(HEADER + "1\t3\t3\t0.5\t1\t0:00:01\n")
     (tmp / "labels_rep.tsv").write_text(HEADER + "1\t3\t3\t0.5\t1\t0:00:01\n1\t4\t4\t0.5\t1\t0:00:01\n")
+    np.save(tmp / "exp" / "2-0-n0_predictions.npy", np.zeros(10, dtype=int))  # 10 + 50 draws per seed
+    np.save(tmp / "exp" / "2-0-n_predictions.npy", np.zeros(50, dtype=int))
+    (tmp / "labels2.tsv").write_text(HEADER + "2\t0\t0\t0.5\t1\t0:00:01\n")
+    (tmp / "emptyvotes").mkdir()
+    (tmp / "ckdir").mkdir()
+    # the embedded default's votes with the sigma 0.5 store copied into the folder of its sigma 0.25 store
+    for store, source in (("densepure-sigma0.5-b5-K10", "densepure-sigma0.5-b5-K10"),
+                          ("densepure-sigma0.25-b5-K10", "densepure-sigma0.5-b5-K10")):
+        (tmp / "mixed" / "digits" / "digits-cnn" / store).mkdir(parents=True)
+        for name in ("setting.json", "0.npz", "20.npz"):
+            shutil.copy(STORES / source / name, tmp / "mixed" / "digits" / "digits-cnn" / store / name)
+    default = yaml.safe_load(resources.config_file("default").read_text())
+    (tmp / "badrun.yaml").write_text(yaml.safe_dump({**default, "run": "../x"}))
+    (tmp / "abs_dataset.yaml").write_text(yaml.safe_dump(
+        {**default, "datasets": {"/tmp/pets": {**default["datasets"]["digits"], "loader": "image_folder"}}}))
+    theory = {**default["theory"], "thm31": {**default["theory"]["thm31"], "x_a": [0.0, 0.0, 0.0]}}
+    (tmp / "x_a.yaml").write_text(yaml.safe_dump({**default, "theory": theory}))
 
 
 IMPORT = ["import", "cohen", "--dataset", "cifar10", "--classifier", "c", "--method", "cohen", "--out", "imported"]
@@ -84,6 +105,12 @@ ROWS = [
      "non-integer values", ["store"]),
     ("votes: repeated idx", VOTES + ["--predictions", "exp/", "--labels", "labels_rep.tsv"], 2,
      "idx 1 appears twice", ["store"]),
+    ("votes: N0 100 of 60 draws", VOTES + ["--predictions", "exp/", "--labels", "labels2.tsv", "--N0", "100"], 2,
+     "--N0 100 leaves no estimation draws: the label files of image 2 hold 60 draws", ["store"]),
+    ("import: two logs lacking setting keys", ["import", "cohen", "log.tsv", "negative.tsv", "--out", "imported"], 2,
+     "2 logs lack setting keys: log.tsv, negative.tsv lack dataset, classifier, method, sigma", ["imported"]),
+    ("theory fig2: no output", ["theory", "fig2", "--spec", "config_dup.yaml"], 2,
+     "give at least one of --png, --pdf, --csv", []),
     ("estimate: rates not per precision", ["estimate", "--configfile", "default", "--rates", "rates.yaml"], 2,
      "diffusion must map", []),
     ("estimate: duplicate key in rates", ["estimate", "--configfile", "default", "--rates", "rates_dup.yaml"], 2,
@@ -111,6 +138,40 @@ ROWS = [
      "--out must contain {K}", ["a.tsv"]),
     ("certify: a text file as the diffusion bundle", CERTIFY + ["--diffusion", "bundle", "--diffusion-ckpt",
                                                                 "text.pt"], 2, "text.pt", []),
+    ("certify: a folder as the diffusion checkpoint", CERTIFY + ["--diffusion", "bundle", "--diffusion-ckpt",
+                                                                 "ckdir"], 2,
+     "diffusion checkpoint ckdir is a directory, not a checkpoint file", ["v", "o.tsv"]),
+    ("estimate: --from-votes a missing folder", ["estimate", "--configfile", "default", "--from-votes", "nowhere"],
+     2, "--from-votes nowhere: no such folder", ["nowhere"]),
+    ("estimate: --from-votes a file", ["estimate", "--configfile", "default", "--from-votes", "log.tsv"], 2,
+     "--from-votes log.tsv: not a folder", []),
+    ("estimate: --from-votes an empty folder", ["estimate", "--configfile", "default", "--from-votes", "emptyvotes"],
+     0, "--from-votes emptyvotes: no finished votes store of this config there", []),
+    ("estimate: --from-votes a folder of junk", ["estimate", "--configfile", "default", "--from-votes", "exp"], 0,
+     "--from-votes exp: no finished votes store of this config there", []),
+    ("estimate: a store of another setting in a store's folder", ["estimate", "--configfile", "default",
+                                                                  "--from-votes", "mixed"], 0,
+     "densepure-sigma0.25-b5-K10: holds votes of another setting than the config's store of that name (sigma: 0.5 "
+     "there, 0.25 in the config)", []),
+    ("estimate: a run name outside its folder", ["estimate", "--configfile", "badrun.yaml"], 2,
+     "run: '../x' is not a plain name", []),
+    ("estimate: an absolute dataset name", ["estimate", "--configfile", "abs_dataset.yaml"], 2,
+     "datasets: '/tmp/pets' is not a plain name", []),
+    ("estimate: x_a of another dimension than the mixture", ["estimate", "--configfile", "x_a.yaml"], 2,
+     "theory.thm31.x_a: [0.0, 0.0, 0.0] has 3 coordinates; the mixture's means have 2", []),
+    ("aggregate: a range of more ids than are stored", ["aggregate", "--votes-dir", str(STORE), "--K", "1",
+                                                          "--ids", "0:1000000", "--out", "a/K{K}.tsv"], 2,
+     "'0:1000000' holds 1000000 ids; at most 30 are possible here", ["a"]),
+    ("aggregate: a range of ids the store does not hold", ["aggregate", "--votes-dir", str(STORE), "--K", "1",
+                                                           "--ids", "0:3", "--out", "a/K{K}.tsv"], 2,
+     "image 1 has no complete votes file in", ["a"]),
+    ("aggregate: a step range past the last stored image", ["aggregate", "--votes-dir", str(STORE), "--K", "1",
+                                                            "--ids", "20:620:20", "--out", "a/K{K}.tsv"], 2,
+     f"image 600 has no complete votes file in {STORE} (30 images stored, ids 0 to 580)", ["a"]),
+    ("aggregate: an image named twice", ["aggregate", "--votes-dir", str(STORE), "--K", "1", "--ids", "0,0",
+                                         "--out", "a/K{K}.tsv"], 0, "1 repeated image ids are certified once", []),
+    ("aggregate: a K named twice", ["aggregate", "--votes-dir", str(STORE), "--K", "1", "1", "--ids", "0",
+                                    "--out", "a/K{K}.tsv"], 0, "1 repeated K' values are certified once", []),
 ]
 
 
@@ -134,6 +195,17 @@ def test_hostile_input(tmp_path, monkeypatch, capsys, argv, status, phrase, abse
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     if status:
         assert after == before, "a refused command left files behind"
+
+
+def test_a_folder_without_weights_as_a_classifier_checkpoint_says_it_is_a_folder(tmp_path):
+    """A Hugging Face model folder is a checkpoint; any other folder is named as a folder, not as missing."""
+    from densepure.models.checkpoints import CheckpointError, checkpoint_file
+
+    (tmp_path / "notes.txt").write_text("no weights here\n")
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
+        checkpoint_file(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    assert checkpoint_file(tmp_path) == tmp_path / "pytorch_model.bin"
 
 
 def test_compare_on_the_defaults_own_results_writes_its_page(tmp_path, capsys):

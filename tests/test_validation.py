@@ -38,6 +38,16 @@ def changed(config: dict, *edits: tuple[str, object]) -> dict:
     return config
 
 
+def added(config: dict, parent: str, name: str, value) -> dict:
+    """A deep copy of ``config`` with ``name`` (which may hold dots) set to ``value`` in the mapping at ``parent``."""
+    config = copy.deepcopy(config)
+    node = config
+    for part in parent.split("."):
+        node = node[part]
+    node[name] = value
+    return config
+
+
 DELETE = object()
 PANEL = "artifacts.fig3.panels.0"
 DIGITS = "datasets.digits"
@@ -58,8 +68,27 @@ MISTAKES = [
      "datasets.digits.image_sets.test30: id 0 is listed twice"),
     ("ids-cifar10-range", changed(PAPER, ("datasets.cifar10.image_sets.cifar10_main", "0:10001:20")),
      "datasets.cifar10.image_sets.cifar10_main: id 10000 is out of range for cifar10 (0..9999)"),
+    # names that become part of a path: plain names only (densepure.files.paths.safe_name), checked before the schema
     ("image-set-name", changed(DEFAULT, (f"{DIGITS}.image_sets.a/b", "0:5")),
-     "datasets.digits.image_sets: \"a/b\" does not match"),
+     "datasets.digits.image_sets: 'a/b' is not a plain name (no folders, no leading dot)"),
+    ("image-set-name-hidden", added(DEFAULT, f"{DIGITS}.image_sets", ".x", "0:5"),
+     "datasets.digits.image_sets: '.x' is not a plain name"),
+    ("run-up", changed(DEFAULT, ("run", "../x")), "run: '../x' is not a plain name (no folders, no leading dot)"),
+    ("run-dotdot", changed(DEFAULT, ("run", "..")), "run: '..' is not a plain name"),
+    ("run-absolute", changed(DEFAULT, ("run", "/tmp/x")), "run: '/tmp/x' is not a plain name"),
+    ("run-empty", changed(DEFAULT, ("run", "")), "run: '' is empty; a name here becomes part of a file path"),
+    ("dataset-name-up", added(DEFAULT, "datasets", "../evil", {**DEFAULT["datasets"]["digits"], "loader": "m:f"}),
+     "datasets: '../evil' is not a plain name"),
+    ("classifier-name-separator", changed(DEFAULT, ("classifiers.a\\b", {"model": "timm:resnet18"})),
+     "classifiers: 'a\\\\b' is not a plain name"),
+    ("diffusion-name-dotdot", added(DEFAULT, "diffusion_models", "..", {"arch": "bundle", "train": {}}),
+     "diffusion_models: '..' is not a plain name"),
+    ("artifact-name-up", added(DEFAULT, "artifacts", "../fig9", DEFAULT["artifacts"]["fig3"]),
+     "artifacts: '../fig9' is not a plain name"),
+    ("model-file-up", changed(PAPER, ("classifiers.wrn-28-10.file", "../../x.t7")),
+     "classifiers.wrn-28-10.file: '../../x.t7' must be a relative path inside checkpoints_dir"),
+    ("model-file-absolute", changed(PAPER, ("diffusion_models.improved-cifar10.file", "/x.pt")),
+     "diffusion_models.improved-cifar10.file: '/x.pt' must be a relative path inside checkpoints_dir"),
     # names that are not registered or not defined
     ("classifier-unregistered", changed(DEFAULT, ("classifiers.resnet-9000", {"file": "r.pt"})),
      "classifiers.resnet-9000: unknown classifier 'resnet-9000'; known:"),
@@ -147,7 +176,7 @@ MISTAKES = [
     ("theory-b-beyond-t*", changed(DEFAULT, ("theory.schedule.T", 100)),
      "theory.thm31.bs: sigma 0.25, b 25: t* = 14 on the linear schedule with T = 100: the visited timesteps repeat"),
     ("theory-x_a-dimension", changed(DEFAULT, ("theory.thm31.x_a", [0.0, 0.0, 0.0])),
-     "theory.thm31.mixture: the means have dimension 2, expected 3"),
+     "theory.thm31.x_a: [0.0, 0.0, 0.0] has 3 coordinates; the mixture's means have 2"),
     ("theory-means-dimensions", changed(DEFAULT, ("theory.radius.mixture.0.mean", [0.5])),
      "theory.radius.mixture: the means have different dimensions (1, 2)"),
     ("theory-fig2-x0", changed(DEFAULT, ("theory.fig2.x0", 4)), "theory.fig2.x0: 4 is not a component index (0..3)"),
@@ -225,7 +254,7 @@ def test_artifact_rules_are_the_reports():
 
 # --- the real dry run stops with the one line, before any job ----------------------------------------------------
 
-DRY_RUN_MISTAKES = ["panel-key-typo", "ids-out-of-range", "b-beyond-t*", "device-gpu"]
+DRY_RUN_MISTAKES = ["panel-key-typo", "ids-out-of-range", "b-beyond-t*", "device-gpu", "run-up"]
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +273,8 @@ def test_snakemake_dry_run_stops_with_the_line(workflow_dir, tmp_path, mistake):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     result = snakemake(workflow_dir, "-n", "--cores", "1", "all", "--configfile", str(path))
-    # besides Snakemake's own note that --configfile extends config/config.yaml
-    lines = [line for line in result.stdout.strip().splitlines() if not line.startswith("Config file ")]
+    # besides Snakemake's own notes that --configfile extends config/config.yaml and that it reads the profile
+    lines = [line for line in result.stdout.strip().splitlines()
+             if not line.startswith(("Config file ", "Using workflow specific profile "))]
     assert result.returncode == 2
     assert len(lines) == 1 and lines[0].startswith("densepure: config error: ") and message in lines[0], result.stdout[-2000:]

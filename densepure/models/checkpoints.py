@@ -153,7 +153,8 @@ def checkpoint_file(path: str | Path) -> Path:
         for candidate in ("model.safetensors", "pytorch_model.bin"):
             if (path / candidate).is_file():
                 return path / candidate
-        raise CheckpointError(f"checkpoint folder {path} has no model.safetensors or pytorch_model.bin")
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file (nor a model folder with "
+                              "model.safetensors or pytorch_model.bin)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     return path

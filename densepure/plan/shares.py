@@ -8,6 +8,7 @@ K votes computed per computed draw (lazy votes stop once the majority at every s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from densepure.core.methods import ONE_SHOT_METHODS
 from densepure.plan import grid
+
+logger = logging.getLogger(__name__)
 
 # The vote model behind the assumed lazy share: a draw's K votes each agree with its majority class with this
 # probability, the rest spread evenly over the other classes.
@@ -92,20 +95,57 @@ def assumed_shares(config: dict, setting: grid.PlannedStore) -> Shares:
     return Shares(draw_share, vote_share, "assumed", hopeless)
 
 
-def measured_shares(directory: Path) -> Shares | None:
-    """Shares measured on the finished images of the votes store in ``directory`` (None if it holds none)."""
-    from densepure.job.votes import VotesError, VotesStore
+def planned_setting(config: dict, store: grid.PlannedStore) -> dict:
+    """The keys of ``setting.json`` that the config fixes for the workflow's votes store ``store``, as its certify
+    jobs record them (:func:`densepure.plan.grid.certify_arguments`): dataset, diffusion, classifier, method, sigma,
+    b, K, N0, N, seed, preprocessing. Precision and attention follow the execution mode and the device, the
+    checkpoint digests the weights files: they are not compared."""
+    key, data = store.key, config["datasets"][store.key.dataset]
+    diffusion = config["diffusion_models"][data["diffusion"]]
+    classifier = config["classifiers"][key.classifier]
+    return {"dataset": key.dataset, "diffusion": diffusion.get("model") or diffusion["arch"],
+            "classifier": key.classifier, "method": key.method, "sigma": key.sigma, "b": key.b, "K": store.K,
+            "N0": data.get("N0", 100), "N": data["N"], "seed": config["seed"],
+            "preprocessing": classifier.get("preprocessing", "reference")}
 
+
+def setting_mismatch(found: dict, planned: dict) -> str | None:
+    """The first key of ``planned`` (in its order) whose value ``found`` does not have, as ``key: <found> there,
+    <planned> in the config``; None when every planned key agrees."""
+    for key, value in planned.items():
+        if key not in found:
+            return f"{key}: missing there, {value!r} in the config"
+        if found[key] != value:
+            return f"{key}: {found[key]!r} there, {value!r} in the config"
+    return None
+
+
+def measured_shares(directory: Path, planned: dict | None = None) -> Shares | None:
+    """Shares measured on the finished images of the votes store in ``directory``; None where there is none. With
+    ``planned`` (:func:`planned_setting`), a store of another setting is skipped (None). A folder that is not a
+    readable store, a store of another setting and unreadable votes files are each logged in one warning line."""
+    from densepure.job.votes import SETTING_FILE, VotesError, VotesStore
+
+    if not directory.is_dir():
+        return None
     try:
         store = VotesStore.open(directory)
-    except VotesError:
+    except VotesError as err:
+        if (directory / SETTING_FILE).exists() or any(directory.iterdir()):
+            logger.warning(f"{directory}: not a readable votes store, its shares are not measured ({err})")
+        return None
+    mismatch = setting_mismatch(store.setting, planned) if planned is not None else None
+    if mismatch:
+        logger.warning(f"{directory}: holds votes of another setting than the config's store of that name "
+                       f"({mismatch}); its shares are not measured")
         return None
     K = store.setting.get("K", 1)
-    draws, votes, images = [], [], 0
+    draws, votes, images, unreadable = [], [], 0, []
     for i in store.stored_ids():
         try:
             labels = store.read(i).labels
         except VotesError:
+            unreadable.append(store.path(i))
             continue
         computed = labels >= 0
         rows = computed.any(axis=1)
@@ -113,6 +153,9 @@ def measured_shares(directory: Path) -> Shares | None:
         if rows.any():
             votes.append(computed[rows].sum() / (rows.sum() * K))
         images += 1
+    if unreadable:
+        logger.warning(f"{directory}: {len(unreadable)} unreadable votes files left out of its shares (first: "
+                       f"{unreadable[0].name})")
     if not images:
         return None
     return Shares(float(np.mean(draws)), float(np.mean(votes)) if votes else 1.0, "measured")
@@ -120,15 +163,25 @@ def measured_shares(directory: Path) -> Shares | None:
 
 def store_shares(config: dict, votes_root: Path | None = None) -> dict[str, Shares]:
     """Shares per store name of the config: measured where ``votes_root`` holds the store (same layout as the
-    workflow's ``<work_dir>/<run>/votes``), else the mean of the measured stores of the same dataset and kind
-    (DensePure or one-shot), else assumed."""
+    workflow's ``<work_dir>/<run>/votes``) with the setting the config plans for it (:func:`planned_setting`), else
+    the mean of the measured stores of the same dataset and kind (DensePure or one-shot), else assumed.
+
+    ``votes_root`` that is not a folder is an error (ValueError naming it); one that holds no finished store of the
+    config, a warning line, as is each store skipped (:func:`measured_shares`)."""
     stores = grid.settings(config)
     measured = {}
     if votes_root is not None:
+        votes_root = Path(votes_root)
+        if not votes_root.is_dir():
+            raise ValueError(f"--from-votes {votes_root}: " + ("not a folder" if votes_root.exists() else
+                                                               "no such folder"))
         for s in stores:
-            found = measured_shares(Path(votes_root) / s.name)
+            found = measured_shares(votes_root / s.name, planned_setting(config, s))
             if found is not None:
                 measured[s.name] = found
+        if not measured:
+            logger.warning(f"--from-votes {votes_root}: no finished votes store of this config there (such as "
+                           f"{votes_root / stores[0].name}); the shares are assumed")
     out = {}
     for s in stores:
         if s.name in measured:

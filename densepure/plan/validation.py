@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from densepure.files import resources
+from densepure.files.paths import relative_path, safe_name
 from densepure.files.yamlfile import read_yaml
 
 SCHEMA = resources.resource(resources.SCHEMA)
@@ -112,12 +113,57 @@ def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
     return read_yaml(path, "schema")
 
 
+def check_name(where: str, name: Any) -> None:
+    """A name that becomes part of a file path is a plain name (:func:`densepure.files.paths.safe_name`: not empty,
+    no folder, no ``..``, no leading dot); ConfigError naming ``where`` otherwise. Names of another type are left
+    to the schema."""
+    if not isinstance(name, str):
+        return
+    if not name.strip():
+        raise ConfigError(f"{where}: {name!r} is empty; a name here becomes part of a file path")
+    try:
+        safe_name(name, f"{where}:")
+    except ValueError as err:
+        raise ConfigError(f"{err}; a name here becomes part of a file path") from None
+
+
+def _mapping(node: Any, *keys: str) -> dict:
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def check_names(config: dict) -> None:
+    """Every name of ``config`` that becomes part of a path stays in its folder: the run (``results/<run>/``,
+    ``<work_dir>/<run>/``), the dataset, classifier and diffusion model names (votes stores
+    ``<dataset>/<classifier>/...``, trained models ``<name>.pt``), image set and artifact names (result and artifact
+    files), and each model's ``file``, a relative path under ``checkpoints_dir``. Run before the schema, so a name
+    like ``../x`` gets this message rather than a pattern's."""
+    check_name("run", config.get("run"))
+    for section in ("datasets", "classifiers", "diffusion_models", "artifacts"):
+        for name in _mapping(config, section):
+            check_name(section, name)
+    for dataset, spec in _mapping(config, "datasets").items():
+        for name in _mapping(spec, "image_sets"):
+            check_name(f"datasets.{dataset}.image_sets", name)
+    for section in ("classifiers", "diffusion_models"):
+        for name, entry in _mapping(config, section).items():
+            file = entry.get("file") if isinstance(entry, dict) else None
+            if isinstance(file, str):
+                try:
+                    relative_path(file, f"{section}.{name}.file:", "checkpoints_dir")
+                except ValueError as err:
+                    raise ConfigError(str(err)) from None
+
+
 def check_schema(config: dict, schema: dict) -> None:
-    """Validate ``config`` against ``schema``, filling in defaults; ConfigError with the most relevant error."""
+    """Validate ``config`` against ``schema``, filling in defaults; ConfigError with the most relevant error. The
+    names that become paths are checked first (:func:`check_names`)."""
     from jsonschema.exceptions import best_match
 
     if not isinstance(config, dict):
         raise ConfigError(f"a workflow config is a mapping of keys, got {_show(config)}")
+    check_names(config)
     error = best_match(_default_filling_validator(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(schema_message(error))
@@ -190,22 +236,57 @@ def check_plans(where: str, schedule, sigmas: list[float], bs: list[int], method
                     raise ConfigError(f"{where}.{'bs' if b > 1 else 'sigmas'}: {err}") from None
 
 
+def check_kwargs(where: str, entry: dict, own: bool) -> None:
+    """An entry's ``kwargs``: only for your own models and loaders (``own``), a mapping with string keys and JSON
+    values (they travel to the job as JSON and are recorded with the votes)."""
+    if "kwargs" not in entry:
+        return
+    kwargs = entry["kwargs"]
+    if not own:
+        raise ConfigError(f"{where}: keyword arguments are for your own models and loaders (timm:, module:function "
+                          "or a registered name), not built-in ones")
+    if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+        raise ConfigError(f"{where}: a mapping with string keys, e.g. {{in_chans: 1}}; got {_show(kwargs)}")
+    try:
+        json.dumps(kwargs, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: values must be numbers, strings, booleans, null, lists or mappings ({err})"
+                          ) from None
+
+
+def _registered_classifier(name: str, entry: dict) -> bool:
+    """Whether classifier ``name`` (without ``model``) is a network an installed package registers."""
+    from densepure.models.classifiers import CLASSIFIERS, ClassifierError, get_classifier_spec
+
+    if "model" in entry or name in CLASSIFIERS:
+        return False
+    try:
+        return get_classifier_spec(name).plugin
+    except ClassifierError:
+        return False  # reported below with its name
+
+
 def check_models(config: dict) -> None:
-    """Registered datasets and classifiers (or your own, with a loader or model), models with weights, training
-    only what the workflow can train."""
+    """Registered datasets and classifiers (or your own, with a loader or model, or registered by an installed
+    package), models with weights, training only what the workflow can train, kwargs only for your own."""
     from densepure.core.rng import check_count
     from densepure.models.classifiers import ClassifierError, get_classifier_spec
-    from densepure.models.datasets import DATASETS, IMAGE_FOLDER
+    from densepure.models.datasets import DATASETS, IMAGE_FOLDER, DataError, is_registered
     from densepure.plan.grid import PLUGIN_ARCH
 
     for name, spec in config["datasets"].items():
         loader = spec.get("loader")
-        if loader is None and name not in DATASETS:
+        try:
+            registered = loader is None and is_registered(name)
+        except DataError as err:
+            raise ConfigError(f"datasets.{name}: {err}") from None
+        if loader is None and name not in DATASETS and not registered:
             raise ConfigError(f"datasets.{name}: unknown dataset (known: {', '.join(sorted(DATASETS))}); your own data "
                               f"needs `loader` ({IMAGE_FOLDER} or module:function)")
+        check_kwargs(f"datasets.{name}.kwargs", spec, registered or loader not in (None, IMAGE_FOLDER))
         if loader == IMAGE_FOLDER and not spec.get("root"):
             raise ConfigError(f"datasets.{name}.root: the image folder of loader {IMAGE_FOLDER}")
-        if loader is None and name != "digits" and not spec.get("root"):
+        if loader is None and not registered and name != "digits" and not spec.get("root"):
             raise ConfigError(f"datasets.{name}.root: {name} needs its data folder (only the embedded digits has none)")
         if spec["diffusion"] not in config["diffusion_models"]:
             raise ConfigError(f"datasets.{name}.diffusion: unknown diffusion model {spec['diffusion']!r} "
@@ -219,7 +300,8 @@ def check_models(config: dict) -> None:
     owners: dict[str, str] = {}  # file -> the model it belongs to: one download (or hand-placed file) per model
     for section in ("diffusion_models", "classifiers"):
         for name, entry in config[section].items():
-            if "train" in entry or ("model" in entry and "file" not in entry):
+            own = "model" in entry or (section == "classifiers" and _registered_classifier(name, entry))
+            if "train" in entry or (own and "file" not in entry):
                 continue
             if "file" not in entry:
                 raise ConfigError(f"{section}.{name}: needs `file` (downloaded or placed by hand), `train`, or your "
@@ -236,8 +318,10 @@ def check_models(config: dict) -> None:
         if "train" in entry and entry["arch"] != "bundle":
             raise ConfigError(f"diffusion_models.{name}.train: the workflow trains bundles (the digits UNet); "
                               f"arch {entry['arch']!r} is downloaded or placed by hand")
+        check_kwargs(f"diffusion_models.{name}.kwargs", entry, plugin)
     for name, entry in config["classifiers"].items():
-        if "model" in entry:  # your own classifier: a timm name or module:function
+        check_kwargs(f"classifiers.{name}.kwargs", entry, "model" in entry or _registered_classifier(name, entry))
+        if "model" in entry:  # your own classifier: a timm name, module:function or registered name
             continue
         try:
             get_classifier_spec(name)
@@ -319,7 +403,11 @@ def check_theory(theory: dict) -> None:
 
     schedule = make_schedule(theory["schedule"]["kind"], theory["schedule"]["T"])
     s = theory["thm31"]
-    check_mixture("theory.thm31.mixture", s["mixture"], len(s["x_a"]))
+    check_mixture("theory.thm31.mixture", s["mixture"])
+    dim = len(s["mixture"][0]["mean"])
+    if len(s["x_a"]) != dim:
+        raise ConfigError(f"theory.thm31.x_a: {_show(s['x_a'])} has {len(s['x_a'])} coordinates; the mixture's means "
+                          f"have {dim}")
     check_plans("theory.thm31", schedule, s["sigmas"], s["bs"], ["densepure"])
     s = theory["fig2"]
     labels = check_mixture("theory.fig2.mixture", s["mixture"], 2)
@@ -340,6 +428,13 @@ def check_config(config: dict) -> None:
     check_finite(config)
     check_models(config)
     check_artifacts(config)
+    if config.get("claims"):
+        from densepure.plan import claims
+
+        try:
+            claims.load_claims(config)
+        except claims.ConfigError as err:
+            raise ConfigError(str(err)) from None
     if "theory" in config:
         check_theory(config["theory"])
 
