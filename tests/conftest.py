@@ -54,10 +54,13 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bo
 
 def project_clone(dest: Path) -> Path:
     """A git repository with the project's workflow files at ``dest``, like a user's clone."""
+    import os
     import shutil
     for name in PROJECT_FILES:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / name).is_dir():
+        if (ROOT / name).is_symlink():  # the root `slurm` -> profiles/slurm stays a link
+            (dest / name).symlink_to(os.readlink(ROOT / name))
+        elif (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(ROOT / name, dest / name)

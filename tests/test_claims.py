@@ -323,3 +323,17 @@ def test_the_claims_target_agrees_with_the_full_tables(tmp_path):
         assert needed, f"{store} shard {shard}: every image was certified by the claims"
     claimed = {s for s, ids in certified.items() if ids == set(grid.setting_by_name(config, s).ids)}
     assert claimed and not claimed & {store for _, store, _ in listed}
+
+
+def test_the_paper_config_drops_the_defaults_claims():
+    """Snakemake merges --configfile config/paper.yaml over config/config.yaml key by key: the paper's claims only."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from densepure.plan.claims import load_claims
+
+    merged = yaml.safe_load(open("config/config.yaml"))
+    update_config(merged, yaml.safe_load(open("config/paper.yaml")))
+    names = [c.name for c in load_claims(merged).claims]
+    assert names and all(n.startswith(("imagenet_", "cifar10_")) for n in names), names
+    assert len(load_claims(yaml.safe_load(open("config/config.yaml"))).claims) == 2

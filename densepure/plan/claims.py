@@ -180,7 +180,8 @@ def load_claims(config: dict) -> ClaimsPlan:
     """The config's ``claims`` section (empty when there is none): each claim at ``alpha / m`` for m claims
     (Bonferroni: every decided claim is right with probability at least 1 - alpha together)."""
     section = config.get("claims") or {}
-    specs = section.get("list") or {}
+    # null drops a claim of the config a --configfile extends (Snakemake merges mappings key by key)
+    specs = {name: spec for name, spec in (section.get("list") or {}).items() if spec is not None}
     alpha = float(section.get("alpha", 0.05))
     if not 0 < alpha < 1:
         raise ConfigError(f"claims.alpha: {alpha} must be in (0, 1)")
