@@ -171,6 +171,30 @@ def test_forced_bar_and_fractional_draws():
     assert "images 1/1" in out.getvalue() and "30.0/30.0" in out.getvalue()
 
 
+def test_a_warning_while_the_bar_is_shown_gets_its_own_line(monkeypatch):
+    """A warning logged (as the command line logs it, to stderr) while the bar is shown is written above the bar on a
+    line of its own, never appended to the bar's line; after the job the handler writes to stderr directly again."""
+    from densepure.cli.main import cli_logging
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with cli_logging():
+        job = JobProgress(2, 30, stream=sys.stderr, bar=True)
+        job.draws(10)
+        logging.getLogger("densepure.job.runner").warning("boom")
+        job.draws(20)
+        job.image_done(0, 1.0)
+        job.close()
+        logging.getLogger("densepure.job.runner").warning("after")
+    lines = err.getvalue().split("\n")
+    (boom,) = [line for line in lines if "boom" in line]
+    assert re.fullmatch(STAMP + " WARNING densepure.job.runner: boom", boom.split("\r")[-1]), boom
+    assert "draws" not in boom.split("\r")[-1]
+    assert "30.0/60.0" in err.getvalue()  # the bar went on after the warning
+    (after,) = [line for line in lines if "after" in line]
+    assert re.fullmatch(STAMP + " WARNING densepure.job.runner: after", after)
+
+
 # --- a real certification job writing a log file ------------------------------------------------------------------
 
 

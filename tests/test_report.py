@@ -3,6 +3,7 @@
 Every expected number below is computed by hand from the rows written in the test."""
 
 import argparse
+import logging
 import re
 from pathlib import Path
 
@@ -84,15 +85,14 @@ def test_load_results_errors(tmp_path, tsvs):
         report.load_results([tmp_path / "cohen.tsv"])
 
 
-def test_results_directories_are_searched_recursively(tmp_path, tsvs, capsys):
-    import sys
-
+def test_results_directories_are_searched_recursively(tmp_path, tsvs, caplog):
+    caplog.set_level(logging.INFO, logger="densepure")
     nested = tmp_path / "runs" / "a" / "b"
     nested.mkdir(parents=True)
     write_tsv(nested / "deep.tsv", ROWS_S05, sigma=1.0)
-    files = report.result_files([tsvs[0].parent, tmp_path / "runs"], log=sys.stderr)
+    files = report.result_files([tsvs[0].parent, tmp_path / "runs"])
     assert [f.name for f in files] == ["dp_025.tsv", "dp_05.tsv", "os_025.tsv", "deep.tsv"]
-    assert "runs: 1 result file(s)" in capsys.readouterr().err
+    assert "runs: 1 result file(s)" in caplog.text
     other = tmp_path / "logs"
     (other / "x").mkdir(parents=True)
     (other / "x" / "noise_0.25.txt").write_text("idx\tlabel\n")
@@ -245,12 +245,13 @@ def test_ambiguous_runs_raise(tmp_path, tsvs):
         report.table_cells(report.load_results(tsvs + [other]), {"panels": [panel(sigmas=[0.25])]})
 
 
-def test_a_setting_without_results_is_an_error_naming_it(results, capsys):
+def test_a_setting_without_results_is_an_error_naming_it(results, caplog):
     # the spec asks for Carlini at sigma 0.5, which has no results: never a silent skip
     with pytest.raises(ValueError, match=r"no results for cifar10/vit-b16/onestep sigma=0.5 on 5 images"):
         report.table_cells(results, {"panels": [panel()]})
     cells = report.table_cells(results, {"panels": [panel()]}, allow_missing=True).cells
-    assert "warning: no results for cifar10/vit-b16/onestep sigma=0.5" in capsys.readouterr().err
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert caplog.records[0].getMessage().startswith("no results for cifar10/vit-b16/onestep sigma=0.5")
     assert len(cells) == 15
     with pytest.raises(ValueError, match="no results for cifar10/beit-large/densepure sigma=0.25 b=10 K=40"):
         report.table_cells(results, {"panels": [panel(classifiers=["beit-large"], methods=["densepure"])]})
@@ -743,7 +744,8 @@ def _parser():
     return parser
 
 
-def test_cli_table_and_figure(tsvs, tmp_path, capsys):
+def test_cli_table_and_figure(tsvs, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="densepure")
     spec_file = tmp_path / "paper.yaml"
     spec_file.write_text(yaml.safe_dump({
         "image_sets": {"tiny": {"start": 0, "stop": 100, "step": 20, "n": 5}},
@@ -758,8 +760,23 @@ def test_cli_table_and_figure(tsvs, tmp_path, capsys):
     _nonempty([out / "fig3.png", out / "fig3.pdf"])
     for name in ("tableA.tex", "tableA.html", "tableA_cells.csv", "tableA_paired.csv"):
         assert (out / name).is_file()
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "tsv: 3 result file(s)" in err and "read 15 image rows of 3 setting(s) from 3 file(s)" in err
+
+
+def test_cli_figure_without_spec_gives_tiny_radii_a_readable_axis(tmp_path):
+    """Without --spec each setting's curve runs at least to its sigma, so radii of 0.001-0.012 get a grid of 51 points
+    and an axis to 0.05 (trimmed to the data), not one grid step on an axis ending at 0.0126."""
+    from densepure.report.figure_layout import x_limit
+
+    tsv = write_tsv(tmp_path / "t.tsv", [ok(0, "0.004"), ok(1, "0.012"), wrong(2, "0.1"), ok(3, "0.001")], sigma=0.5)
+    args = _parser().parse_args(["figure", "--artifact", "curves", "--results", str(tsv), "--outdir",
+                                 str(tmp_path / "out")])
+    assert report_cli.run_report(args) == 0
+    data = pd.read_csv(tmp_path / "out" / "curves_data.csv")
+    assert len(data) == 51 and data["radius"].max() == pytest.approx(0.5)
+    assert data.loc[data["radius"] == 0.01, "certified_accuracy"].item() == 25.0
+    assert x_limit([data], data["max_radius"].iloc[0]) == pytest.approx(0.05)
 
 
 def test_cli_table_without_spec_shows_every_setting(tsvs, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -202,10 +201,10 @@ def dataset_radii(text: str) -> tuple[str, list[float]]:
 
 
 def _load(args):
-    from densepure.report.load import load_results, print_summary
+    from densepure.report.load import load_results, log_summary
 
-    results = load_results(args.results, log=sys.stderr)
-    print_summary(results)
+    results = load_results(args.results)
+    log_summary(results)
     return results
 
 

@@ -1,7 +1,8 @@
 """Progress of a long certification job, for a person at a terminal and for a person reading its log file.
 
 On a terminal (the stream is a tty) a tqdm bar over the job's draws shows the images done, the draws, draws per
-second and the ETA. In a log file (a Slurm job's stderr, say) the job logs lines instead (INFO messages of this
+second and the ETA; log lines written to the terminal meanwhile (warnings) go above it, never into its line
+(``tqdm.contrib.logging``). In a log file (a Slurm job's stderr, say) the job logs lines instead (INFO messages of this
 module's logger, which the command line writes as dated lines): one when an image is finished and, while one image
 takes long, one every ``interval`` seconds, but never more than one line per ``interval`` (the first finished image
 is reported at once); so a 15-hour job's log shows where it is without growing by megabytes.
@@ -15,10 +16,14 @@ import datetime
 import logging
 import math
 import sys
+import contextlib
 import time
 from typing import Callable, TextIO
 
 logger = logging.getLogger(__name__)
+#: loggers whose terminal lines go above the bar while it is shown (the package's and Python warnings'), so that a
+#: warning never lands inside the bar's line
+BAR_SAFE_LOGGERS = ("densepure", "py.warnings")
 
 
 def gpu_memory_peak() -> tuple[int, int] | None:
@@ -55,6 +60,7 @@ class JobProgress:
         self.start = clock()
         self.last_line: float | None = None
         self._bar = None
+        self._redirect = contextlib.ExitStack()
         self._closed = False
 
     # --- what the job reports ------------------------------------------------------------------------------------
@@ -88,6 +94,7 @@ class JobProgress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
+        self._redirect.close()
         if self.stream is not None:
             self._write(self.summary())
 
@@ -133,7 +140,9 @@ class JobProgress:
     def _update_bar(self) -> None:
         if self._bar is None:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
+            self._redirect.enter_context(logging_redirect_tqdm([logging.getLogger(n) for n in BAR_SAFE_LOGGERS]))
             self._bar = tqdm(total=self.draws_total, unit=" draws", unit_scale=True, file=self.stream,
                              dynamic_ncols=True, desc=self._images_text())
         self._bar.update(int(self.draws_done + 1e-6) - self._bar.n)  # thirds of a draw add up to whole ones

@@ -191,7 +191,8 @@ def claims_markdown(config: dict, table: pd.DataFrame) -> str:
              "| claim | quantity | claim | decision | estimate | sequence | images | GPU-hours (measured) | "
              "full GPU-hours (extrapolated) |", "|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        quantity = f"{r['first']}{' - ' + r['second'] if r['second'] else ''} at sigma {r['sigma']:g}, r {r['radius']:g}"
+        pair = f"{r['first']}{' - ' + r['second'] if r['second'] else ''}"
+        quantity = f"{pair} at sigma {r['sigma']:g}, r {r['radius']:g}"
         said = {"greater": f"> {r['delta']:g}", "at_least": f">= {r['delta']:g}",
                 "within": f"within {r['delta']:g} of {r['value']}"}[r["kind"]]
         lines.append(f"| {r['claim']} | {quantity} | {said} | {r['decision']} | {r['estimate']:.3f} | "

@@ -11,7 +11,7 @@ no radius.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,11 +26,13 @@ SETTING_KEYS = ["dataset", "classifier", "method", "sigma", "b", "K", "N0", "N",
 TEXT_COLUMNS = ["predict", "radius", "time", "dataset", "classifier", "method", "precision", "stop", "method_label",
                 "source", "version"]
 
+logger = logging.getLogger(__name__)
 
-def result_files(paths: Iterable[str | Path], log=None) -> list[Path]:
+
+def result_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; a directory stands for every ``*.tsv`` below it (recursively, sorted). ValueError for no
-    paths, or a directory without result files (naming what it searched). ``log`` (a file) gets one line per
-    directory saying how many files it held."""
+    paths, or a directory without result files (naming what it searched). Logs one line per directory saying how
+    many files it held."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no result files given")
@@ -47,8 +49,7 @@ def result_files(paths: Iterable[str | Path], log=None) -> list[Path]:
             raise ValueError(f"no *.tsv result files under {p} (searched {folders} folder(s)"
                              + (f"; other files: {listed}" if others else "; it is empty")
                              + "); other formats come in with `densepure import`")
-        if log is not None:
-            print(f"{p}: {len(found)} result file(s)", file=log)
+        logger.info("%s: %d result file(s)", p, len(found))
         out.extend(found)
     return out
 
@@ -89,7 +90,7 @@ def _read_one(path: Path) -> pd.DataFrame:
     return df
 
 
-def load_results(paths: Iterable[str | Path], log=None) -> pd.DataFrame:
+def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Concatenate result files (see the module docstring) into one frame, one row per image and setting.
 
     ``radius`` is ``float(text as written)`` (NaN where empty) and ``radius_text`` keeps the text; ``predict`` is a
@@ -98,7 +99,7 @@ def load_results(paths: Iterable[str | Path], log=None) -> pd.DataFrame:
     are kept once. ValueError for no paths, a missing/empty file, missing columns, a non-numeric radius or an image
     whose rows differ between files of one setting.
     """
-    files = result_files(paths, log=log)
+    files = result_files(paths)
     out = pd.concat([_read_one(p) for p in files], ignore_index=True)
     for col in ("idx", "label", "correct", "b", "K"):
         out[col] = pd.to_numeric(out[col], errors="raise").astype(int)
@@ -140,11 +141,11 @@ def setting_text(row) -> str:
     return f"{row['dataset']}/{row['classifier']}/{row['method']} sigma={row['sigma']} b={row['b']} K={row['K']}"
 
 
-def print_summary(results: pd.DataFrame, file=None) -> None:
-    """One line on stderr (or ``file``): rows, settings and files read."""
+def log_summary(results: pd.DataFrame) -> None:
+    """One log line: rows, settings and files read."""
     settings = results[SETTING_KEYS].drop_duplicates()
-    print(f"read {len(results)} image rows of {len(settings)} setting(s) from "
-          f"{results['source_file'].nunique()} file(s)", file=file or sys.stderr)
+    logger.info("read %d image rows of %d setting(s) from %d file(s)", len(results), len(settings),
+                results["source_file"].nunique())
 
 
 def versions_note(results: pd.DataFrame) -> str:

@@ -193,7 +193,9 @@ def default_spec(results: pd.DataFrame, radii) -> dict:
 
 def curves_spec(results: pd.DataFrame) -> dict:
     """A figure spec showing every setting of ``results`` as certified-accuracy curves: :func:`default_spec`'s
-    panels, each up to the largest radius certified in it."""
+    panels, each up to the largest radius certified in it (5% beyond) but at least to its sigma, the smoothing's own
+    radius scale, so that a setting certifying only tiny radii still gets a readable axis (the figure trims the axis
+    to the data, :func:`densepure.report.figure_layout.x_limit`); to 1.0 when nothing is certified."""
     spec = default_spec(results, [0.0])
     panels = []
     for panel in spec["panels"]:
@@ -203,5 +205,6 @@ def curves_spec(results: pd.DataFrame) -> dict:
         for b in panel["bs"]:  # one b per panel: curves, not a b ablation
             name = panel["name"] + (f" b={b}" if len(panel["bs"]) > 1 else "")
             panels.append({**panel, "name": name, "bs": [b], "Ks": [max(panel["Ks"])], "radii": "curve",
-                           "max_radius": float(top) * 1.05 if top == top and top > 0 else 1.0})
+                           "max_radius": max(float(top) * 1.05, panel["sigmas"][0]) if top == top and top > 0
+                           else 1.0})
     return {**spec, "panels": panels}

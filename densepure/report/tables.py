@@ -12,7 +12,7 @@ error naming it (``allow_missing`` turns it into a warning on stderr and a ``-``
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from densepure.report.labels import (
 )
 from densepure.report.load import result_labels, versions_note
 
+logger = logging.getLogger(__name__)
 PAPER_DIR = resources.resource(resources.PAPER_NUMBERS)  # the paper's transcribed numbers (package data)
 
 
@@ -89,7 +90,7 @@ def reported(results: pd.DataFrame, panel: dict, index: int, method: str, classi
              b: int | None, k: int | None, labels: dict, main: bool = True,
              allow_missing: bool = False) -> Reported | None:
     """The reported setting ``method`` (b, K for DensePure) / classifier / sigma of a panel, with its rows on the
-    panel's image set. No rows: ValueError naming the setting (``allow_missing``: a warning on stderr, None)."""
+    panel's image set. No rows: ValueError naming the setting (``allow_missing``: a logged warning, None)."""
     images = panel.get("images")
     rows = select_rows(results, dataset=panel["dataset"], classifier=classifier, method_key=method, sigma=sigma,
                        b=b, K=k, images=images)
@@ -99,7 +100,7 @@ def reported(results: pd.DataFrame, panel: dict, index: int, method: str, classi
         message = f"no results for {what} among the {len(results)} rows read; certify it, import it, or leave it out"
         if not allow_missing:
             raise ValueError(message)
-        print(f"warning: {message}", file=sys.stderr)
+        logger.warning(message)
         return None
     first = rows.iloc[0]
     if method in ONE_SHOT_METHODS:
