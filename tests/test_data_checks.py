@@ -54,6 +54,11 @@ def test_a_dry_run_of_table_b_without_imagenet_stops_before_any_job(tmp_path):
     short = dry_run("table_B", "--configfile", "config/paper.yaml", str(extra))
     assert short.returncode == 2
     assert "image id 49900 does not exist (ids 0..1999)" in short.stderr.strip().splitlines()[-1]
+    # the claims' wave jobs are certification jobs: a dry run of the paper's claims stops the same way
+    claims = dry_run("claims", "--configfile", "config/paper.yaml")
+    assert claims.returncode == 2
+    assert claims.stderr.strip().splitlines()[-1].startswith(
+        "densepure: data error: ImageNet validation folder not found: data/imagenet/val")
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ wildcard_constraints:
 
 rule claims_certify:
     input:
-        unpack(lambda wc: model_inputs(grid.setting_by_name(config, wc.store).key)),
+        # a certification job's inputs: the store's images checked in the data while the run is planned
+        unpack(certify_inputs),
     output:
         f"{WORK}/claims/shards/{{store}}/wave{{wave}}-{{part}}.tsv",
     log:
