@@ -100,6 +100,12 @@ def test_one_shot_from_densepure_equals_a_separate_one_shot_job(models, tmp_path
     assert len(np.unique(np.concatenate(labels))) > 1  # not a constant classifier
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert strip(read_tsv(tmp_path / "dp" / "os.tsv")) == strip(read_tsv(tmp_path / "sep" / "result.tsv"))
+    # both stores of the DensePure job record its time, marked shared so a cost over both counts it once
+    densepure = VotesStore.open(tmp_path / "dp" / "votes")
+    for i in (0, 7):
+        assert provided.read(i).extra["shared"] and densepure.read(i).extra["shared"]
+        assert provided.read(i).extra["seconds"] == densepure.read(i).extra["seconds"] > 0
+        assert "shared" not in separate.read(i).extra
 
 
 def run_cli(arguments: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -68,6 +68,7 @@ MISTAKES = [
      f"claims.list.{PAIR}.classifier: 'resnet' is not a classifier of tableA"),
     ("same-sides", with_claim(PAIR, second={"method": "densepure"}), f"claims.list.{PAIR}.second: is the same"),
     ("unknown-kind", with_claim(PAIR, claim="bigger"), f"claims.list.{PAIR}.claim: \"bigger\" is not allowed"),
+    ("zero-gpu-hours", with_claim(PAIR, budget={"gpu_hours": 0}), f"claims.list.{PAIR}.budget.gpu_hours: "),
 ]
 
 
@@ -199,6 +200,16 @@ def full_values(config: dict) -> dict:
             CELL: accuracy("densepure", 0.5, 0.25)}
 
 
+def test_a_job_that_wrote_both_sides_counts_once():
+    """Measured cost over a paired claim's sides: summed, but an image whose two stores one job wrote (both records
+    shared) costs that job's time once."""
+    first = pd.DataFrame({"seconds": [10.0, 10.0, 4.0], "shared": [True, True, False]})
+    second = pd.DataFrame({"seconds": [10.0, 12.0, 3.0], "shared": [True, True, False]})
+    assert report.images_seconds([first, second]) == 10 + 12 + 7
+    assert report.images_seconds([first]) == 24
+    assert report.images_seconds([first, second.assign(shared=False)]) == 20 + 22 + 7
+
+
 def test_decisions_on_the_stored_votes_agree_with_the_full_table(stored_votes):
     config = stored_votes
     full = full_values(config)
@@ -211,6 +222,20 @@ def test_decisions_on_the_stored_votes_agree_with_the_full_table(stored_votes):
         assert s["seconds"] > 0
     first = report.decide_wave(config, 0)["claims"][PAIR]
     assert first["images"] == 10 and not first["closed"] and first["low"] <= full[PAIR] <= first["high"]
+
+
+def test_a_claim_stops_undecided_when_its_gpu_hours_are_spent(stored_votes):
+    """budget.gpu_hours: checked after each wave against the measured seconds of the claim's images; the pair
+    claim, open after wave 0, closes there undecided when its images already took more than its budget."""
+    config = stored_votes
+    config["claims"]["list"][PAIR]["budget"] = {"gpu_hours": 1e-9}
+    [pair] = [c for c in plan.load_claims(config).claims if c.name == PAIR]
+    assert pair.budget_gpu_hours == 1e-9
+    s = report.decide_wave(config, 0)
+    assert s["claims"][PAIR]["closed"] and s["claims"][PAIR]["decision"] == "" and PAIR not in s["open"]
+    assert s["claims"][PAIR]["images"] == 10 and s["claims"][PAIR]["seconds"] > 1e-9 * 3600
+    config["claims"]["list"][PAIR]["budget"] = {"gpu_hours": 100.0}
+    assert PAIR in report.decide_wave(config, 0)["open"]  # far from spent: goes on
 
 
 def test_the_claims_command_writes_the_report(stored_votes, tmp_path):

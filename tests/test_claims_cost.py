@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from densepure.plan.claims_cost import Effect, paper_effect, parse_effect, population, simulate
+from densepure.plan.claims_cost import Effect, images_budget, paper_effect, parse_effect, population, simulate
 from densepure.plan.validation import load_config
 
 
@@ -38,6 +38,18 @@ def test_stopping_follows_the_waves_and_the_budget():
     assert s.share("true") == 1.0
     tight = simulate(population(300, Effect(0.52, 0.5, 0.15)), 0.05, 25, "greater", budget=50, runs=50, seed=2)
     assert tight.images.max() == 50 and tight.decided < 1.0
+
+
+def test_a_gpu_hours_budget_is_the_first_wave_reaching_it():
+    """The run checks its measured hours after each wave: at 0.5 GPU-hours per image and waves of 10, a budget of 12
+    hours stops after wave 3 (15 hours), 15 hours after wave 3 too, 15.1 after wave 4; an images budget still caps."""
+    claim = SimpleNamespace(budget_images=None, budget_gpu_hours=12.0)
+    assert images_budget(claim, 0.5, 10, 500) == 30
+    assert images_budget(SimpleNamespace(budget_images=None, budget_gpu_hours=15.0), 0.5, 10, 500) == 30
+    assert images_budget(SimpleNamespace(budget_images=None, budget_gpu_hours=15.1), 0.5, 10, 500) == 40
+    assert images_budget(SimpleNamespace(budget_images=25, budget_gpu_hours=100.0), 0.5, 10, 500) == 25
+    assert images_budget(SimpleNamespace(budget_images=None, budget_gpu_hours=None), 0.5, 10, 500) is None
+    assert images_budget(SimpleNamespace(budget_images=None, budget_gpu_hours=1e6), 0.5, 10, 500) == 500
 
 
 def test_the_table_b_effect_at_sigma_half():

@@ -3,12 +3,16 @@ outcomes, each with its measured rate in the assertion message."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from densepure.core.sequential import confidence_sequence, decide
+from densepure.core.sequential import confidence_sequence, decide, lean, log_capital
 
 N = 500
+FIXTURE = Path(__file__).parent / "fixtures" / "confseq_capital.json"
 
 
 def population(plus: int, minus: int, n: int = N) -> np.ndarray:
@@ -80,3 +84,35 @@ def test_single_cells_and_within_claims():
     assert decide(0.55, 0.7, "within", delta=0.02, value=0.6) is None
     with pytest.raises(ValueError):
         decide(0, 1, "better")
+
+
+@pytest.mark.parametrize("case", json.loads(FIXTURE.read_text())["cases"],
+                         ids=lambda c: f"{c['population']}-theta{c['theta']}-h{c['horizon']}-m{c['m']:.3f}")
+def test_the_capital_is_the_authors_own(case):
+    """The capital process at a candidate mean equals what Waudby-Smith and Ramdas's own implementation (confseq
+    0.0.11, betting_mart for sampling without replacement, convex combination, truncation at 0.75 / mu_t; written by
+    tools/confseq_fixture.py) computes for the same bets, at every draw."""
+    ours = np.array([k[0, 0] for k in log_capital(np.array(case["x"]), case["N"], case["alpha"], np.array([case["m"]]),
+                                                  case["horizon"], case["theta"])])
+    theirs = np.array(case["log_capital"], dtype=float)
+    assert np.array_equal(np.isinf(ours), np.isinf(theirs))
+    finite = np.isfinite(theirs)
+    np.testing.assert_allclose(ours[finite], theirs[finite], rtol=0, atol=1e-9)
+
+
+def test_the_lean_follows_the_claim():
+    """A claim that a quantity exceeds a bound puts 0.9 of the capital on the side raising the lower end; a band
+    claim splits it evenly; the sequence is valid for any lean (the true mean stays in it)."""
+    assert (lean("greater"), lean("at_least"), lean("within")) == (0.9, 0.9, 0.5)
+    with pytest.raises(ValueError, match="unknown claim"):
+        lean("better")
+    from scipy.stats import binom
+
+    d = population(40, 25)
+    truth = (d.mean() + 1) / 2
+    runs = 200
+    bound = binom.ppf(1 - 1e-3, runs, 0.05)  # a valid sequence escapes more often with probability below 1e-3
+    for theta in (0.0, 1.0):
+        low, high = confidence_sequence((orders(d, runs, seed=6) + 1) / 2, N, 0.05, theta=theta)
+        escaped = np.sum(np.any((low > truth + 1e-12) | (high < truth - 1e-12), axis=1))
+        assert escaped <= bound, f"theta {theta}: the true mean left the sequence in {escaped} of {runs} runs"

@@ -237,10 +237,13 @@ def run_certification(purifier: Purifier, dataset, ids: list[int], targets: list
         return None
 
     def finish(job: ImageJob) -> None:
+        # both stores of one job record its whole time; "shared" says so, so that a cost over both counts it once
+        shared = {"shared": True} if job.dp is not None and job.os is not None else {}
         for part, target in ((job.dp, dp_target), (job.os, os_target)):
             if part is not None:
                 seconds = job.seconds + spent.pop((id(target), job.image_id), 0.0)
-                target.store.write(job.image_id, part.labels, job.label, extra={"seconds": seconds, "device": device},
+                target.store.write(job.image_id, part.labels, job.label,
+                                   extra={"seconds": seconds, "device": device, **shared},
                                    served=part.served(), stop=part.stop)
         release(job, write=True)
         counts["computed"] += 1

@@ -9,7 +9,8 @@ config's ``claims`` section names them::
       wave: 10         # images per wave
       seed: 0          # the order: numpy.random.default_rng(seed).permutation(ids of the image set)
       list:
-        <name>: {artifact, classifier, sigma, radius, first: {method, b, K}, second, claim, delta, value, budget}
+        <name>: {artifact, classifier, sigma, radius, first: {method, b, K}, second, claim, delta, value,
+                 budget: {images, gpu_hours}}
 
 This module turns the section into :class:`Claim` objects checked against the artifacts (a mistake is a
 :class:`ConfigError` naming ``claims.list.<name>.<key>``), the pre-registered image
@@ -65,6 +66,7 @@ class Claim:
     value: float | None
     budget_images: int | None
     alpha: float
+    budget_gpu_hours: float | None = None
 
     @property
     def sides(self) -> list[Side]:
@@ -169,11 +171,15 @@ def load_claim(config: dict, name: str, spec: dict, alpha: float) -> Claim:
     budget = (spec.get("budget") or {}).get("images")
     if budget is not None and not 1 <= int(budget):
         raise _error(name, "budget.images", f"{budget} must be >= 1")
+    hours = (spec.get("budget") or {}).get("gpu_hours")
+    if hours is not None and not float(hours) > 0:
+        raise _error(name, "budget.gpu_hours", f"{hours} must be > 0")
     return Claim(name=name, artifact=spec["artifact"], dataset=panel["dataset"], classifier=panel["_classifier"],
                  sigma=float(spec["sigma"]), radius=float(spec["radius"]), images=panel["images"], first=first,
                  second=second, kind=kind, delta=float(spec.get("delta", 0.0)),
                  value=None if value is None else float(value),
-                 budget_images=None if budget is None else min(int(budget), size), alpha=alpha)
+                 budget_images=None if budget is None else min(int(budget), size), alpha=alpha,
+                 budget_gpu_hours=None if hours is None else float(hours))
 
 
 def load_claims(config: dict) -> ClaimsPlan:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from densepure.core.sequential import confidence_sequence, decide
+from densepure.core.sequential import confidence_sequence, decide, lean
 from densepure.plan import claims, grid
 
 DISCORDANT = 0.15  # the assumed share of images certified by one side only (paired claims)
@@ -79,16 +79,19 @@ class Stopping:
 
 
 def simulate(x: np.ndarray, alpha: float, wave: int, kind: str, delta: float = 0.0, value: float | None = None,
-             paired: bool = True, budget: int | None = None, runs: int = 200, seed: int = 0) -> Stopping:
+             paired: bool = True, budget: int | None = None, runs: int = 200, seed: int = 0,
+             horizon: int | None = None) -> Stopping:
     """Run the stopping rule ``runs`` times on the population ``x`` (:func:`population`), each on a fresh random
     order: after every ``wave`` images (and at the budget or the end of the set) the sequence at ``alpha`` is checked
     for the claim ``kind`` (``greater``, ``at_least``, ``within``) with ``delta`` and ``value`` on the quantity's
-    scale (a difference for a paired claim). A run stops at the first check that decides, or at the budget."""
+    scale (a difference for a paired claim). A run stops at the first check that decides, or at the budget.
+    ``horizon``: the image budget the run scales its bets to (the claim's ``budget.images``; default ``budget``)."""
     N = len(x)
     n = min(budget or N, N)
     rng = np.random.default_rng(seed)
     orders = np.stack([rng.permutation(x)[:n] for _ in range(runs)])
-    low, high = confidence_sequence(orders, N, alpha)
+    bets = budget if horizon is None else horizon
+    low, high = confidence_sequence(orders, N, alpha, bets, lean(kind))  # the bets of the run itself
     if paired:  # the sequence is of m = (d + 1) / 2: the difference is 2 m - 1
         low, high = 2 * low - 1, 2 * high - 1
     checks = sorted(set(range(wave, n + 1, wave)) | {n})
@@ -184,13 +187,26 @@ def claim_costs(config: dict, plan, rates: dict | None = None, shares: dict | No
     for claim in plan.claims:
         N = len(grid.image_ids(config, claim.dataset, claim.images))
         effect = effects.get(claim.name) or paper_effect(config, claim, discordant)
+        per_image = hours_per_image(config, claim, costs)
         stopping = None
         if effect is not None:
             stopping = simulate(population(N, effect), claim.alpha, plan.wave, claim.kind, claim.delta,
-                                claim.value, claim.second is not None, claim.budget_images, runs, seed)
-        out.append(ClaimCost(claim.name, N, effect, stopping, hours_per_image(config, claim, costs),
+                                claim.value, claim.second is not None, images_budget(claim, per_image, plan.wave, N),
+                                runs, seed, horizon=claim.budget_images)
+        out.append(ClaimCost(claim.name, N, effect, stopping, per_image,
                              artifact_hours.get(claim.artifact, float("nan"))))
     return out
+
+
+def images_budget(claim, hours_per_image: float, wave: int, N: int) -> int | None:
+    """The images a claim may use: its ``budget.images``, and with ``budget.gpu_hours`` at most the first whole
+    wave whose images reach those hours at ``hours_per_image`` (the run checks its measured hours after each
+    wave); None: the whole set."""
+    budget = claim.budget_images
+    if claim.budget_gpu_hours is not None and hours_per_image > 0:
+        waves = max(1, int(np.ceil(claim.budget_gpu_hours / (hours_per_image * wave) - 1e-9)))
+        budget = min(budget or N, waves * wave, N)
+    return budget
 
 
 def parse_effect(text: str, discordant: float = DISCORDANT) -> tuple[str, Effect]:

@@ -6,13 +6,14 @@ difference ``d_i = c_i(first) - c_i(second)`` in {-1, 0, 1}. The confidence sequ
 (:func:`densepure.core.sequential.confidence_sequence`, at the claim's share of alpha) gives the quantity
 ``q = m`` (cell) or ``q = 2 m - 1`` (difference) an interval ``[low, high]`` that holds the full artifact's value at
 every wave simultaneously with probability at least 1 - alpha_claim over the order. After each wave a claim is
-decided (:func:`densepure.core.sequential.decide`) or goes on; it stops undecided when its budget or the set is used
-up. With the claims' alphas adding up to the family alpha (Bonferroni), every decided claim says what the full
+decided (:func:`densepure.core.sequential.decide`) or goes on; it stops undecided when its budget (images, or
+GPU-hours measured after each wave) or the set is used up. With the claims' alphas adding up to the family alpha (Bonferroni), every decided claim says what the full
 artifact would say with probability at least 1 - alpha.
 
 Costs are measured: the seconds each image took, as its votes store records them (``seconds``, the ``time`` column
-of result TSVs), summed over the images a claim used and its settings' stores; the full artifact's cost of the
-claim's settings is that mean per image times N.
+of result TSVs), summed over the images a claim used and its settings' stores, a job that wrote both stores of an
+image (a DensePure job and the one-shot votes it provides) counted once; the full artifact's cost of the claim's
+settings is that mean per image times N.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from densepure.core.sequential import confidence_sequence, decide
+from densepure.core.sequential import confidence_sequence, decide, lean
 from densepure.job.aggregate import open_stores
 from densepure.job.results import record_outcome
 from densepure.models.datasets import NUM_CLASSES
@@ -58,8 +59,10 @@ class Status:
 
 
 def side_results(votes_dirs: list[Path], ids: list[int], K: int, alpha: float) -> pd.DataFrame:
-    """Per-image ``idx, predict, radius, correct, seconds`` of one setting at K votes from its votes stores (the
-    aggregation's CERTIFY, :func:`densepure.job.results.record_outcome`), in the order of ``ids``."""
+    """Per-image ``idx, predict, radius, correct, seconds, shared`` of one setting at K votes from its votes stores
+    (the aggregation's CERTIFY, :func:`densepure.job.results.record_outcome`), in the order of ``ids``; ``shared``:
+    the image's votes were computed by a job that also wrote the other store of its draws (a DensePure job and the
+    one-shot votes it provides), whose time both records hold."""
     setting, by_id = open_stores(votes_dirs)
     num_classes = setting.extra.get("num_classes") or NUM_CLASSES[setting.dataset]
     rows = []
@@ -70,8 +73,9 @@ def side_results(votes_dirs: list[Path], ids: list[int], K: int, alpha: float) -
         out = record_outcome(record, K, setting.N0, setting.N, setting.sigma, alpha, num_classes)
         radius = np.nan if out.radius is None else float(_written(out.radius))
         rows.append({"idx": i, "predict": out.predict, "radius": radius, "correct": out.correct,
-                     "seconds": float(record.extra.get("seconds", 0.0))})
-    return pd.DataFrame(rows, columns=["idx", "predict", "radius", "correct", "seconds"])
+                     "seconds": float(record.extra.get("seconds", 0.0)),
+                     "shared": bool(record.extra.get("shared", False))})
+    return pd.DataFrame(rows, columns=["idx", "predict", "radius", "correct", "seconds", "shared"])
 
 
 def _written(radius: float) -> str:
@@ -107,8 +111,7 @@ def _estimate(x: np.ndarray, paired: bool) -> float:
 def status(claim: plan.Claim, x: np.ndarray, N: int, wave: int, limit: int) -> Status:
     """Walk the waves over the outcomes ``x`` (in order) and stop at the first wave whose interval decides the
     claim, or when ``limit`` images are used; ``closed`` is False while more images are needed and available."""
-    target = claim.budget_images
-    low, high = confidence_sequence(x, N, claim.alpha, target)
+    low, high = confidence_sequence(x, N, claim.alpha, claim.budget_images, lean(claim.kind))
     low, high = to_quantity(low[0], claim.paired, N), to_quantity(high[0], claim.paired, N)
     ends = list(range(wave, len(x), wave)) + [len(x)]
     for w, n in enumerate(ends, start=1):
@@ -123,7 +126,8 @@ def status(claim: plan.Claim, x: np.ndarray, N: int, wave: int, limit: int) -> S
 
 def claim_status(config: dict, claim: plan.Claim, upto_wave: int) -> Status:
     """A claim's status after waves 0..``upto_wave`` from the run's votes stores, read wave by wave: a claim
-    closed at an earlier wave reads no later one (its images were not certified)."""
+    closed at an earlier wave reads no later one (its images were not certified). Closed: decided, or its image
+    budget or the set used up, or (undecided) its measured seconds reached its ``budget.gpu_hours``."""
     order, step, limit = plan.order(config, claim), plan.load_wave_size(config), plan.limit(config, claim)
     sides: list[pd.DataFrame] = [pd.DataFrame() for _ in claim.sides]
     for wave in range(upto_wave + 1):
@@ -132,10 +136,23 @@ def claim_status(config: dict, claim: plan.Claim, upto_wave: int) -> Status:
                            ignore_index=True) for side, (key, K) in zip(sides, plan.keys(config, claim))]
         x = outcomes(sides[0], sides[1] if claim.paired else None, claim.radius)
         found = status(claim, x, plan.size(config, claim), step, limit)
+        found.seconds = images_seconds([side.iloc[:found.images] for side in sides])
+        if not found.closed and claim.budget_gpu_hours is not None and found.seconds >= claim.budget_gpu_hours * 3600:
+            found.closed = True  # its GPU-hours are spent: undecided
         if found.closed:
             break
-    found.seconds = float(sum(side["seconds"].iloc[:found.images].sum() for side in sides))
     return found
+
+
+def images_seconds(sides: list[pd.DataFrame]) -> float:
+    """Seconds the images of a claim took over its sides (rows in the same image order): summed, but an image whose
+    two sides were computed by one job (both ``shared``) counts that job's time once (the larger record)."""
+    if len(sides) == 1:
+        return float(sides[0]["seconds"].sum())
+    first, second = sides
+    one_job = first["shared"].to_numpy() & second["shared"].to_numpy()
+    s1, s2 = first["seconds"].to_numpy(), second["seconds"].to_numpy()
+    return float(np.where(one_job, np.maximum(s1, s2), s1 + s2).sum())
 
 
 def _store_dirs(config: dict, key) -> list[Path]:
