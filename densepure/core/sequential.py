@@ -8,7 +8,8 @@ values ``x_i`` in [0, 1] (a cell: certified or not; a paired difference d in {-1
 candidate population mean ``m`` fixes the mean of the images not yet drawn before draw t,
 ``mu_t(m) = (N m - sum_{i < t} x_i) / (N - t + 1)``, and the capital process
 
-    K_t^+(m) = prod_{i <= t} (1 + lambda_i^+ (x_i - mu_i(m))),   K_t^-(m) = prod_{i <= t} (1 - lambda_i^- (x_i - mu_i(m)))
+    K_t^+(m) = prod_{i <= t} (1 + lambda_i^+ (x_i - mu_i(m))),
+    K_t^-(m) = prod_{i <= t} (1 - lambda_i^- (x_i - mu_i(m)))
 
 with predictable bets ``lambda_i^+ in [0, c / mu_i(m)]``, ``lambda_i^- in [0, c / (1 - mu_i(m))]`` (c < 1) are
 nonnegative martingales with initial value 1 when ``m`` is the true mean (Waudby-Smith and Ramdas, "Confidence

@@ -239,8 +239,8 @@ def claims_text(costs: list[ClaimCost], alpha: float, wave: int, runs: int) -> s
         p90 = float(np.percentile(c.stopping.images, 90))
         lines.append(f"{c.name:<{w}} {effect:>13} {c.images:>7.0f} {p90:>5.0f} {c.set_size:>5d} "
                      f"{c.stopping.decided:>8.0%} {c.hours:>9.1f} {c.full_set_hours:>10.1f} {c.artifact_hours:>15.1f}")
-    lines += textwrap.wrap("effect: the assumed certified accuracies (first-second); images: mean over the orders, p90: "
-                           "their 90th percentile, of: the image set; decided: share of orders decided within the "
+    lines += textwrap.wrap("effect: the assumed certified accuracies (first-second); images: mean over the orders, "
+                           "p90: their 90th percentile, of: the image set; decided: share of orders decided within the "
                            "budget; GPU-h: expected, images x the claim's stores per image; set GPU-h: its stores on "
                            "the whole set; artifact GPU-h: the whole artifact.", 118)
     return "\n".join(lines) + "\n"

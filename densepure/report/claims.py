@@ -7,8 +7,8 @@ difference ``d_i = c_i(first) - c_i(second)`` in {-1, 0, 1}. The confidence sequ
 ``q = m`` (cell) or ``q = 2 m - 1`` (difference) an interval ``[low, high]`` that holds the full artifact's value at
 every wave simultaneously with probability at least 1 - alpha_claim over the order. After each wave a claim is
 decided (:func:`densepure.core.sequential.decide`) or goes on; it stops undecided when its budget (images, or
-GPU-hours measured after each wave) or the set is used up. With the claims' alphas adding up to the family alpha (Bonferroni), every decided claim says what the full
-artifact would say with probability at least 1 - alpha.
+GPU-hours measured after each wave) or the set is used up. With the claims' alphas adding up to the family alpha
+(Bonferroni), every decided claim says what the full artifact would say with probability at least 1 - alpha.
 
 Costs are measured: the seconds each image took, as its votes store records them (``seconds``, the ``time`` column
 of result TSVs), summed over the images a claim used and its settings' stores, a job that wrote both stores of an
