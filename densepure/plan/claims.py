@@ -191,20 +191,29 @@ def load_claims(config: dict) -> ClaimsPlan:
     alpha = float(section.get("alpha", 0.05))
     if not 0 < alpha < 1:
         raise ConfigError(f"claims.alpha: {alpha} must be in (0, 1)")
-    wave = int(section.get("wave", 10))
+    wave = load_wave_size(config)
     if wave < 1:
         raise ConfigError(f"claims.wave: {wave} must be >= 1")
     share = alpha / max(1, len(specs))
     claims = [load_claim(config, str(name), spec, share) for name, spec in specs.items()]
-    return ClaimsPlan(alpha=alpha, wave=wave, seed=int(section.get("seed", 0)), claims=claims)
+    return ClaimsPlan(alpha=alpha, wave=wave, seed=load_seed(config), claims=claims)
+
+
+def load_wave_size(config: dict) -> int:
+    """``claims.wave``: images per wave (default 10)."""
+    return int((config.get("claims") or {}).get("wave", 10))
+
+
+def load_seed(config: dict) -> int:
+    """``claims.seed``: the seed of the image order (default 0)."""
+    return int((config.get("claims") or {}).get("seed", 0))
 
 
 def order(config: dict, claim: Claim) -> list[int]:
     """The pre-registered order of the claim's image set: ``numpy.random.default_rng(seed).permutation(ids)``
     with the section's seed; the same image set and seed give every claim the same order."""
-    seed = int((config.get("claims") or {}).get("seed", 0))
     ids = image_ids(config, claim.dataset, claim.images)
-    return [int(i) for i in np.random.default_rng(seed).permutation(ids)]
+    return [int(i) for i in np.random.default_rng(load_seed(config)).permutation(ids)]
 
 
 def size(config: dict, claim: Claim) -> int:
@@ -222,10 +231,6 @@ def wave_ids(config: dict, claim: Claim, wave: int) -> list[int]:
     budget."""
     step = load_wave_size(config)
     return order(config, claim)[wave * step:min((wave + 1) * step, limit(config, claim))]
-
-
-def load_wave_size(config: dict) -> int:
-    return int((config.get("claims") or {}).get("wave", 10))
 
 
 def waves(config: dict, claim: Claim) -> int:

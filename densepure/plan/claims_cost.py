@@ -21,6 +21,7 @@ measured), next to the claim's whole artifact (:func:`densepure.plan.estimate.es
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from dataclasses import dataclass
 
@@ -105,16 +106,22 @@ def simulate(x: np.ndarray, alpha: float, wave: int, kind: str, delta: float = 0
     return Stopping(images, decisions)
 
 
-def paper_effect(config: dict, claim, discordant: float = DISCORDANT) -> Effect | None:
-    """The paper's numbers for a claim's cells (None where the claim's artifact has none): DensePure's rows, and the
-    one-shot baseline's from the paper's Carlini et al. rows."""
+@functools.lru_cache(maxsize=None)
+def _paper_numbers(artifact: str):
+    """The paper's transcribed cells of an artifact (read once per process)."""
     import pandas as pd
 
     from densepure.files import resources
 
+    return pd.read_csv(resources.paper_numbers(artifact))
+
+
+def paper_effect(config: dict, claim, discordant: float = DISCORDANT) -> Effect | None:
+    """The paper's numbers for a claim's cells (None where the claim's artifact has none): DensePure's rows, and the
+    one-shot baseline's from the paper's Carlini et al. rows."""
     if not grid.has_paper_numbers(claim.artifact):
         return None
-    paper = pd.read_csv(resources.paper_numbers(claim.artifact))
+    paper = _paper_numbers(claim.artifact)
     paper = paper[paper["dataset"].str.lower().str.replace("-", "") == claim.dataset]
 
     def cell(side) -> float | None:
