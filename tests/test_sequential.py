@@ -28,8 +28,9 @@ def orders(d: np.ndarray, runs: int, seed: int) -> np.ndarray:
 
 
 def first_decision(d_orders: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Per run: the decision of the claim "difference > 0" and the images it took (N when it ran to the end)."""
-    low, high = confidence_sequence((d_orders + 1) / 2, N, alpha)
+    """Per run: the decision of the claim "difference > 0" and the images it took (N when it ran to the end), with
+    the sequence a run of that claim uses (its lean)."""
+    low, high = confidence_sequence((d_orders + 1) / 2, N, alpha, theta=lean("greater"))
     low, high = 2 * low - 1, 2 * high - 1  # back to the difference's scale
     verdict = np.array([[decide(lo, hi, "greater") for lo, hi in zip(a, b)] for a, b in zip(low, high)], dtype=object)
     decided = verdict != None  # noqa: E711
