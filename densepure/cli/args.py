@@ -75,3 +75,13 @@ def check_output_path(path: Path, option: str, folder: bool = False) -> None:
         raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: {existing} is not writable")
+
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def config_option(parser: argparse.ArgumentParser, what: str = "workflow config") -> None:
+    """``--configfile`` (default :data:`DEFAULT_CONFIG`); ``what`` says what the command reads from it."""
+    parser.add_argument("--configfile", default=DEFAULT_CONFIG,
+                        help=f"{what}; config/config.yaml and config/paper.yaml (or: default, paper) are found in the "
+                             f"installed package when not in the current folder [{DEFAULT_CONFIG}]")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from densepure.cli.args import config_option
+
+CLAIMS_CONFIG = "workflow config with a `claims` section (the workflow passes its effective config)"
+
 EPILOG = """\
 The workflow's target `claims` runs these after each wave (docs/claims.md):
   densepure claims decide --configfile work/default/config.effective.yaml --wave 0 --out work/default/claims/wave0.json
@@ -29,14 +33,14 @@ def register(subparsers) -> None:
                                 description="Read the votes stores of each claim's settings for the images of "
                                             "waves 0..WAVE and write each claim's decision, estimate, sequence and "
                                             "images used, and the claims still open, as JSON.")
-    _config_option(decide)
+    config_option(decide, CLAIMS_CONFIG)
     decide.add_argument("--wave", type=int, required=True, help="the wave just certified (0, 1, ...)")
     decide.add_argument("--out", type=Path, required=True, help="JSON file to write")
     decide.set_defaults(handler=run_decide)
     report = actions.add_parser("report", help="claims.tsv, claims.md and the image orders",
                                 description="Write claims.tsv (one row per claim), claims.md (with the guarantee) "
                                             "and order-<dataset>-<images>.txt from the last wave's JSON.")
-    _config_option(report)
+    config_option(report, CLAIMS_CONFIG)
     report.add_argument("--wave-file", type=Path, required=True, help="the last wave's JSON (`decide --out`)")
     report.add_argument("--out-dir", type=Path, required=True, help="folder for the report files")
     report.set_defaults(handler=run_report)
@@ -44,14 +48,8 @@ def register(subparsers) -> None:
                                 description="Write the result TSV of every certification job of the full grid "
                                             "whose images (and the one-shot images it provides) are all stored, so "
                                             "that a later `snakemake all` lists no job for them.")
-    _config_option(shards)
+    config_option(shards, CLAIMS_CONFIG)
     shards.set_defaults(handler=run_shards)
-
-
-def _config_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--configfile", default="config/config.yaml",
-                   help="workflow config with a `claims` section (the workflow passes its effective config) "
-                        "[config/config.yaml]")
 
 
 def _claims_config(path: str) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from densepure.cli.args import config_option
+
 
 def register(subparsers) -> None:
     """Add ``densepure estimate`` to the CLI's subparsers."""
@@ -19,9 +21,7 @@ def register(subparsers) -> None:
                "thread). Override them with --rates FILE, e.g. the JSON of benchmarks/throughput.py, or\n"
                "  diffusion: {guided-imagenet256: {fp16: 120.0}}\n  classifiers: {beit-large-512: {bf16: 150.0}}",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configfile", default="config/config.yaml",
-                   help="workflow config; config/config.yaml and config/paper.yaml (or: default, paper) are found in "
-                        "the installed package when not in the current folder [config/config.yaml]")
+    config_option(p)
     p.add_argument("--rates", type=Path, help="YAML/JSON file of throughputs replacing the built-in ones")
     p.add_argument("--format", choices=["text", "csv"], default="text", help="output format [text]")
     p.add_argument("--stores", action="store_true", help="one row per votes store instead of per artifact")
