@@ -274,9 +274,11 @@ def test_certify_names_a_broken_plugin(plugins, tmp_path, capsys):
      "classifiers.digits-cnn.kwargs: keyword arguments are for your own"),
     (lambda c: c["datasets"]["digits"].update(kwargs={"split": "test"}), "datasets.digits.kwargs: keyword arguments"),
     (lambda c: c["diffusion_models"]["tiny-eps"].update(kwargs=[1]), "diffusion_models.tiny-eps.kwargs"),
+    (lambda c: c["diffusion_models"]["tiny-eps"]["schedule"].update(T=20),
+     r"diffusion_models.tiny-eps.schedule: a linear schedule needs T > 20 \(its largest beta, 20 / T"),
 ])
 def test_config_cross_checks(change, message):
-    config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
+    config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 100}},
                         "tiny-cnn", {"model": "m:g"})
     from densepure.plan.validation import check_config
 
@@ -292,7 +294,7 @@ def test_estimate_asks_for_the_rate_of_your_own_network(tmp_path):
     from densepure.plan import estimate as est
     from densepure.plan import rates as plan_rates
 
-    config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 10}},
+    config = config_for("x", "digits", {}, {"arch": "plugin", "model": "m:f", "schedule": {"kind": "linear", "T": 100}},
                         "tiny-cnn", {"model": "m:g"})
     with pytest.raises(plan_rates.RatesError, match="'tiny-eps' in fp32"):
         est.estimate(config)

@@ -50,6 +50,14 @@ def test_t_star_scale_and_alternatives(dataset, sigma_key):
     assert S.t_paper(sigma, sched.alpha_bar, model_space=False) == case["paper_formula_literal_sigma"]["code_index"]
 
 
+def test_a_linear_schedule_whose_betas_reach_1_is_refused():
+    """guided-diffusion's linear betas end at 0.02 * 1000 / T: T <= 20 gives a beta >= 1 (alpha_bar 0 or negative)."""
+    with pytest.raises(ValueError, match=r"needs T > 20 .* got T = 20"):
+        S.linear_schedule(20)
+    short = S.linear_schedule(21)
+    assert np.all(short.alpha_bar > 0) and short.betas.max() < 1
+
+
 def test_t_star_rejects_nonpositive_sigma():
     with pytest.raises(ValueError, match="sigma"):
         S.t_star(0.0, SCHEDULES["imagenet"])

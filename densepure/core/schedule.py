@@ -68,7 +68,10 @@ def _from_raw_betas(kind: str, raw_betas: np.ndarray) -> Schedule:
 
 
 def linear_schedule(T: int = 1000) -> Schedule:
-    """guided-diffusion linear schedule: ``beta = linspace(1e-4 * 1000/T, 0.02 * 1000/T, T)``."""
+    """guided-diffusion linear schedule: ``beta = linspace(1e-4 * 1000/T, 0.02 * 1000/T, T)``. ValueError for
+    T <= 20, where the largest beta, 20 / T, reaches 1 and alpha_bar vanishes or turns negative."""
+    if T <= 20:
+        raise ValueError(f"a linear schedule needs T > 20 (its largest beta, 20 / T, must stay below 1), got T = {T}")
     scale = 1000 / T
     return _from_raw_betas("linear", np.linspace(scale * 0.0001, scale * 0.02, T, dtype=np.float64))
 

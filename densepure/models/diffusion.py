@@ -68,7 +68,10 @@ def parse_schedule(text: str) -> Schedule:
     kind, _, steps = text.partition(":")
     if not steps.isdigit() or int(steps) < 2:
         raise ValueError(f"schedule {text!r}: expected kind:T, e.g. linear:1000 or cosine:4000")
-    return make_schedule(kind, int(steps))
+    try:
+        return make_schedule(kind, int(steps))
+    except ValueError as err:
+        raise ValueError(f"schedule {text!r}: {err}") from None
 
 
 def _load_plugin(target: str, factory, checkpoint: Path | None, schedule_spec: str | None, precision: str,

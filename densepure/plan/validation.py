@@ -219,7 +219,10 @@ def diffusion_schedule(config: dict, dataset: str):
         _, kind, T = OFFICIAL[entry["arch"]]
         return make_schedule(kind, T)
     if "schedule" in entry:  # your own network with its schedule
-        return make_schedule(entry["schedule"]["kind"], entry["schedule"]["T"])
+        try:
+            return make_schedule(entry["schedule"]["kind"], entry["schedule"]["T"])
+        except ValueError as err:
+            raise ConfigError(f"diffusion_models.{config['datasets'][dataset]['diffusion']}.schedule: {err}") from None
     return cosine_schedule(DIFFUSION_T) if "train" in entry else None
 
 
