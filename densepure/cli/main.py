@@ -21,6 +21,7 @@ from typing import Iterator
 
 from densepure import __version__
 from densepure.cli import certify, claims, estimate, models, report, theory
+from densepure.job.progress import TERMINAL_LOGGERS
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,7 @@ warnings and errors only (and no progress bar); both are accepted before or afte
 LOG_OPTIONS_TITLE = "messages"
 DATED_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-#: the loggers the command line configures: the package's and the one :func:`logging.captureWarnings` writes to
-LOGGERS = ("densepure", "py.warnings")
+LOGGERS = TERMINAL_LOGGERS  # the loggers the command line configures
 
 
 class Parser(argparse.ArgumentParser):

@@ -12,18 +12,18 @@ and the GPU memory high-water mark where a GPU was used.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import math
 import sys
-import contextlib
 import time
 from typing import Callable, TextIO
 
 logger = logging.getLogger(__name__)
-#: loggers whose terminal lines go above the bar while it is shown (the package's and Python warnings'), so that a
-#: warning never lands inside the bar's line
-BAR_SAFE_LOGGERS = ("densepure", "py.warnings")
+#: the loggers the command line writes to the terminal: the package's and the one :func:`logging.captureWarnings`
+#: writes to; while the bar is shown their lines go above it, so that a warning never lands inside the bar's line
+TERMINAL_LOGGERS = ("densepure", "py.warnings")
 
 
 def gpu_memory_peak() -> tuple[int, int] | None:
@@ -142,7 +142,7 @@ class JobProgress:
             from tqdm import tqdm
             from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self._redirect.enter_context(logging_redirect_tqdm([logging.getLogger(n) for n in BAR_SAFE_LOGGERS]))
+            self._redirect.enter_context(logging_redirect_tqdm([logging.getLogger(n) for n in TERMINAL_LOGGERS]))
             self._bar = tqdm(total=self.draws_total, unit=" draws", unit_scale=True, file=self.stream,
                              dynamic_ncols=True, desc=self._images_text())
         self._bar.update(int(self.draws_done + 1e-6) - self._bar.n)  # thirds of a draw add up to whole ones
